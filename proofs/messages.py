@@ -1,0 +1,262 @@
+"""Gossip and fetch messages: frozen values, strict msgpack, size-limited.
+
+Each message encodes as a msgpack list ``[tag, field, ...]``; a signed message's signature is
+the last field and covers ``domain || pack([tag, field, ...])`` (everything before it).
+``decode_message`` accepts any bytes and either returns a well-formed message or raises
+``DecodeError``; it never checks signatures (that needs the validator set: see verify_*).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Union
+
+from proofs import signing
+from proofs.codec import U16_MAX, U32_MAX, Reader, item_fixed_bytes, pack, unpack_list
+from proofs.errors import DecodeError
+from proofs.report import HEADER_SIZE, RECORD_SIZE
+
+TAG_REGISTRATION = 1
+TAG_BUNDLE = 2
+TAG_PROPOSAL = 3
+TAG_SIGNATURE = 4
+TAG_FINAL = 5
+TAG_FETCH = 6
+
+MAX_TEXT = 256
+MAX_ENTRIES = 20_000  # observations per bundle: providers one validator measures per epoch
+MAX_BUNDLES = 1_000  # bundle hashes in a proposal: validators in a network
+MAX_RECORDS = 100_000
+# Byte limits by topic, checked before decoding (DESIGN §12: bounded sizes everywhere).
+MAX_REGISTRATION_BYTES = 1_024
+MAX_BUNDLE_BYTES = 64 + MAX_ENTRIES * 60
+MAX_PROPOSAL_BYTES = 512 + MAX_BUNDLES * 35
+MAX_SIGNATURE_BYTES = 256
+MAX_FINAL_BYTES = 512 + MAX_BUNDLES * 100 + MAX_RECORDS * (RECORD_SIZE + 3)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A provider's signed claim to be measured (DESIGN §4)."""
+
+    network_id: str
+    provider: bytes  # ed25519 public key; also the provider agent's libp2p identity
+    payout: bytes  # Solana address (32 bytes)
+    region: str
+    lat_microdeg: int
+    lon_microdeg: int
+    multiaddr: str  # control plane, with /p2p/<peer id>
+    data_host: str
+    data_port: int
+    issued_at: int  # unix seconds; a newer registration replaces an older one
+    signature: bytes = b""
+
+    def _fields(self) -> list[Any]:
+        return [TAG_REGISTRATION, self.network_id, self.provider, self.payout, self.region,
+                self.lat_microdeg, self.lon_microdeg, self.multiaddr, self.data_host,
+                self.data_port, self.issued_at]
+
+    def signed_by(self, seed: bytes) -> "Registration":
+        sig = signing.sign(seed, signing.DOMAIN_REGISTRATION, pack(self._fields()))
+        return _replace_signature(self, sig)
+
+    def verify(self) -> None:
+        signing.verify(self.provider, signing.DOMAIN_REGISTRATION, pack(self._fields()),
+                       self.signature)
+
+    def encode(self) -> bytes:
+        return pack(self._fields() + [self.signature])
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one validator measured of one provider over one epoch."""
+
+    provider: bytes
+    heartbeats_sent: int
+    heartbeats_ok: int
+    rtt_median_us: int
+    rtt_min_us: int
+    down_kbps: int
+    up_kbps: int
+    flags: int
+
+    def to_list(self) -> list[Any]:
+        return [self.provider, self.heartbeats_sent, self.heartbeats_ok, self.rtt_median_us,
+                self.rtt_min_us, self.down_kbps, self.up_kbps, self.flags]
+
+    @classmethod
+    def from_value(cls, value: Any) -> "Observation":
+        if type(value) is not list:
+            raise DecodeError("malformed", "observation is not a list")
+        r = Reader(value, "observation")
+        obs = cls(r.fixed_bytes(32), r.uint(U32_MAX), r.uint(U32_MAX), r.uint(U32_MAX),
+                  r.uint(U32_MAX), r.uint(U32_MAX), r.uint(U32_MAX), r.uint(U16_MAX))
+        r.end()
+        if obs.heartbeats_ok > obs.heartbeats_sent:
+            raise DecodeError("malformed", "more heartbeats ok than sent")
+        return obs
+
+
+@dataclass(frozen=True)
+class MeasurementBundle:
+    """One validator's observations for one epoch; one per validator per epoch."""
+
+    config_digest: bytes
+    epoch: int
+    validator: bytes  # report signing key
+    observations: tuple[Observation, ...]
+    signature: bytes = b""
+
+    def _fields(self) -> list[Any]:
+        return [TAG_BUNDLE, self.config_digest, self.epoch, self.validator,
+                [o.to_list() for o in self.observations]]
+
+    def signed_by(self, seed: bytes) -> "MeasurementBundle":
+        sig = signing.sign(seed, signing.DOMAIN_BUNDLE, pack(self._fields()))
+        return _replace_signature(self, sig)
+
+    def verify(self) -> None:
+        signing.verify(self.validator, signing.DOMAIN_BUNDLE, pack(self._fields()),
+                       self.signature)
+
+    def encode(self) -> bytes:
+        return pack(self._fields() + [self.signature])
+
+    def hash(self) -> bytes:
+        return signing.sha256(self.encode())
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """The leader's choice of bundles for an epoch and the header they produce."""
+
+    config_digest: bytes
+    epoch: int
+    attempt: int  # leadership attempt: 0 is the first leader, 1 the next in order, ...
+    leader: bytes
+    bundle_hashes: tuple[bytes, ...]  # sorted, distinct
+    header: bytes
+    signature: bytes = b""
+
+    def _fields(self) -> list[Any]:
+        return [TAG_PROPOSAL, self.config_digest, self.epoch, self.attempt, self.leader,
+                list(self.bundle_hashes), self.header]
+
+    def signed_by(self, seed: bytes) -> "Proposal":
+        sig = signing.sign(seed, signing.DOMAIN_PROPOSAL, pack(self._fields()))
+        return _replace_signature(self, sig)
+
+    def verify(self) -> None:
+        signing.verify(self.leader, signing.DOMAIN_PROPOSAL, pack(self._fields()),
+                       self.signature)
+
+    def encode(self) -> bytes:
+        return pack(self._fields() + [self.signature])
+
+
+@dataclass(frozen=True)
+class ReportSignature:
+    """A validator's signature over sha256(header) of one epoch's report."""
+
+    config_digest: bytes
+    epoch: int
+    header_hash: bytes
+    signer: bytes
+    signature: bytes
+
+    def verify(self) -> None:
+        signing.verify_raw(self.signer, self.header_hash, self.signature)
+
+    def encode(self) -> bytes:
+        return pack([TAG_SIGNATURE, self.config_digest, self.epoch, self.header_hash,
+                     self.signer, self.signature])
+
+
+@dataclass(frozen=True)
+class FinalReport:
+    """A header with at least ``threshold`` signatures; records travel only when fetched."""
+
+    header: bytes
+    signatures: tuple[tuple[bytes, bytes], ...]  # (signer, signature), sorted by signer
+    records: tuple[bytes, ...] = ()
+
+    def encode(self) -> bytes:
+        return pack([TAG_FINAL, self.header, [list(s) for s in self.signatures],
+                     list(self.records)])
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    """Ask a peer for a bundle (``key`` = signer) or a final report (``key`` = b"")."""
+
+    kind: str  # "bundle" | "final"
+    epoch: int
+    key: bytes
+
+    def encode(self) -> bytes:
+        return pack([TAG_FETCH, self.kind, self.epoch, self.key])
+
+
+Message = Union[Registration, MeasurementBundle, Proposal, ReportSignature, FinalReport,
+                FetchRequest]
+
+
+def _replace_signature(message: Any, signature: bytes) -> Any:
+    from dataclasses import replace
+
+    return replace(message, signature=signature)
+
+
+def _pair(value: Any) -> tuple[bytes, bytes]:
+    if (type(value) is not list or len(value) != 2 or type(value[0]) is not bytes
+            or len(value[0]) != 32 or type(value[1]) is not bytes or len(value[1]) != 64):
+        raise DecodeError("malformed", "signature pair")
+    return (value[0], value[1])
+
+
+def decode_message(data: bytes, max_bytes: int = MAX_FINAL_BYTES) -> Message:
+    """Decode any message. Raises DecodeError (``oversized``, ``malformed``, ...) only."""
+    items = unpack_list(data, max_bytes)
+    r = Reader(items, "message")
+    tag = r.uint(255)
+    message: Message
+    if tag == TAG_REGISTRATION:
+        message = Registration(
+            r.text(MAX_TEXT), r.fixed_bytes(32), r.fixed_bytes(32), r.text(64),
+            r.sint(-90_000_000, 90_000_000), r.sint(-180_000_000, 180_000_000),
+            r.text(MAX_TEXT), r.text(MAX_TEXT), r.uint(U16_MAX), r.uint(), r.fixed_bytes(64))
+    elif tag == TAG_BUNDLE:
+        digest, epoch, validator = r.fixed_bytes(32), r.uint(), r.fixed_bytes(32)
+        observations = r.list_of(MAX_ENTRIES, Observation.from_value)
+        keys = [o.provider for o in observations]
+        if keys != sorted(set(keys)):
+            raise DecodeError("malformed", "observations not sorted and distinct")
+        message = MeasurementBundle(digest, epoch, validator, observations, r.fixed_bytes(64))
+    elif tag == TAG_PROPOSAL:
+        digest, epoch, attempt, leader = (r.fixed_bytes(32), r.uint(), r.uint(U32_MAX),
+                                          r.fixed_bytes(32))
+        hashes = r.list_of(MAX_BUNDLES, item_fixed_bytes(32))
+        if list(hashes) != sorted(set(hashes)):
+            raise DecodeError("malformed", "bundle hashes not sorted and distinct")
+        message = Proposal(digest, epoch, attempt, leader, hashes, r.fixed_bytes(HEADER_SIZE),
+                           r.fixed_bytes(64))
+    elif tag == TAG_SIGNATURE:
+        message = ReportSignature(r.fixed_bytes(32), r.uint(), r.fixed_bytes(32),
+                                  r.fixed_bytes(32), r.fixed_bytes(64))
+    elif tag == TAG_FINAL:
+        header = r.fixed_bytes(HEADER_SIZE)
+        signatures = r.list_of(MAX_BUNDLES, _pair)
+        if [s for s, _ in signatures] != sorted({s for s, _ in signatures}):
+            raise DecodeError("malformed", "signers not sorted and distinct")
+        records = r.list_of(MAX_RECORDS, item_fixed_bytes(RECORD_SIZE))
+        message = FinalReport(header, signatures, records)
+    elif tag == TAG_FETCH:
+        kind = r.text(16)
+        if kind not in ("bundle", "final"):
+            raise DecodeError("malformed", "fetch kind")
+        message = FetchRequest(kind, r.uint(), r.var_bytes(32))
+    else:
+        raise DecodeError("unknown_tag", str(tag))
+    r.end()
+    return message

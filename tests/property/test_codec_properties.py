@@ -1,0 +1,61 @@
+"""Decoding arbitrary bytes only ever raises our DecodeError; encodings round-trip."""
+
+import msgpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proofs.errors import DecodeError
+from proofs.messages import (FinalReport, MeasurementBundle, Observation, ReportSignature,
+                             decode_message)
+
+keys = st.binary(min_size=32, max_size=32)
+u32 = st.integers(0, 2**32 - 1)
+observations = st.builds(lambda p, s, d: Observation(p, s, s // 2, d, d // 2, d, d, 0),
+                         keys, u32, u32)
+
+
+@given(st.binary(max_size=4096))
+@settings(max_examples=600)
+def test_random_bytes_only_raise_decode_error(data: bytes) -> None:
+    try:
+        decode_message(data)
+    except DecodeError:
+        pass
+
+
+msgpack_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.binary(max_size=80)
+    | st.text(max_size=20) | st.floats(allow_nan=True),
+    lambda inner: st.lists(inner, max_size=6), max_leaves=30)
+
+
+@given(st.lists(msgpack_values, max_size=10), st.integers(0, 8))
+@settings(max_examples=600)
+def test_well_formed_msgpack_of_wrong_shape_is_decode_error(items: list, tag: int) -> None:
+    try:
+        decode_message(msgpack.packb([tag] + items, use_bin_type=True))
+    except DecodeError:
+        pass
+
+
+@given(keys, st.integers(0, 2**63), keys, st.lists(observations, max_size=20, unique_by=lambda o: o.provider))
+def test_bundle_round_trips(digest: bytes, epoch: int, validator: bytes, obs: list) -> None:
+    bundle = MeasurementBundle(digest, epoch, validator,
+                               tuple(sorted(obs, key=lambda o: o.provider)), b"\x07" * 64)
+    assert decode_message(bundle.encode()) == bundle
+
+
+@given(keys, st.integers(0, 2**63), keys, keys, st.binary(min_size=64, max_size=64))
+def test_signature_round_trips(d: bytes, e: int, h: bytes, s: bytes, sig: bytes) -> None:
+    message = ReportSignature(d, e, h, s, sig)
+    assert decode_message(message.encode()) == message
+
+
+def test_oversized_is_rejected_before_decoding() -> None:
+    big = FinalReport(b"BWPR\x01" + bytes(183), (), tuple(bytes(88) for _ in range(100)))
+    try:
+        decode_message(big.encode(), max_bytes=1000)
+    except DecodeError as exc:
+        assert exc.reason == "oversized"
+    else:
+        raise AssertionError("oversized message decoded")

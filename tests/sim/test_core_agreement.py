@@ -1,0 +1,130 @@
+"""The agreement protocol of the pure core, with honest, crashed, lying and equivocating
+validators (DESIGN §7-8)."""
+
+from dataclasses import replace
+
+import pytest
+
+from proofs.messages import MeasurementBundle, ReportSignature
+from proofs.report import Record, ReportHeader
+from proofs.signing import sign_raw
+from tests.factories import make_observation, make_registration, make_spec, seed_for
+from tests.sim.core_cluster import CoreCluster
+
+
+def honest(i, epoch, reg):  # noqa: ANN001, ANN201
+    return make_observation(reg.provider, down=40_000 + 100 * i)
+
+
+def make_cluster(n: int = 4, providers: int = 6) -> CoreCluster:
+    spec, seeds = make_spec(n)
+    cluster = CoreCluster(spec, seeds)
+    for j in range(providers):
+        cluster.broadcast_registration(make_registration(spec, f"p{j}")[0])
+    return cluster
+
+
+def finals_agree(cluster: CoreCluster, epoch: int) -> ReportHeader:
+    hashes = {c.finals[epoch].header_hash for i, c in enumerate(cluster.cores)
+              if i not in cluster.down}
+    assert len(hashes) == 1
+    final = next(c.finals[epoch] for i, c in enumerate(cluster.cores) if i not in cluster.down)
+    assert len(final.signatures) >= cluster.spec.threshold
+    return ReportHeader.from_bytes(final.header)
+
+
+@pytest.mark.parametrize("n", [4, 7])
+def test_honest_cluster_finalizes_every_epoch_with_the_same_header(n: int) -> None:
+    cluster = make_cluster(n)
+    for epoch in range(3):
+        cluster.run_epoch(epoch, honest)
+        header = finals_agree(cluster, epoch)
+        assert header.record_count == 6
+    # the hash chain: each header names the previous final header
+    finals = cluster.cores[0].finals
+    assert ReportHeader.from_bytes(finals[2].header).prev_header_hash == finals[1].header_hash
+    assert cluster.double_signatures() == []
+
+
+def test_one_crashed_validator_does_not_stop_reports() -> None:
+    cluster = make_cluster(4)
+    cluster.run_epoch(0, honest)
+    cluster.down = {1}
+    for epoch in (1, 2):
+        cluster.run_epoch(epoch, honest)
+        finals_agree(cluster, epoch)
+
+
+def test_crashed_leader_passes_leadership_on() -> None:
+    cluster = make_cluster(4)
+    core0 = cluster.cores[0]
+    leader = core0.leader(0, 0)
+    cluster.down = {[c.me for c in cluster.cores].index(leader)}
+    cluster.run_epoch(0, honest)
+    finals_agree(cluster, 0)
+
+
+def test_returning_validator_catches_up_on_missed_finals() -> None:
+    cluster = make_cluster(4)
+    cluster.down = {3}
+    cluster.run_epoch(0, honest)
+    cluster.run_epoch(1, honest)
+    cluster.down = set()
+    cluster.run_epoch(2, honest)
+    finals_agree(cluster, 2)
+    assert {0, 1, 2} <= set(cluster.cores[3].finals)
+
+
+def test_a_lying_validator_cannot_move_a_metric_out_of_the_honest_range() -> None:
+    cluster = make_cluster(4)
+
+    def liar(i, epoch, reg):  # noqa: ANN001, ANN202
+        obs = honest(i, epoch, reg)
+        return replace(obs, down_kbps=obs.down_kbps * 10) if i == 2 else obs
+
+    cluster.run_epoch(0, liar)
+    finals_agree(cluster, 0)
+    for raw in cluster.cores[0].finals[0].records:
+        record = Record.from_bytes(raw)
+        assert 40_000 <= record.down_kbps <= 40_300
+
+
+def test_an_equivocating_bundle_is_evidence_and_unused() -> None:
+    cluster = make_cluster(4)
+    spec = cluster.spec
+    cheat = seed_for("v3")
+    core = cluster.cores[3]
+    end = spec.epoch_end(0)
+    obs = tuple(make_observation(r.provider) for r in core.assignment(0))
+    other = MeasurementBundle(spec.config_digest, 0, core.me,
+                              tuple(replace(o, down_kbps=1) for o in obs)).signed_by(cheat)
+    cluster.deliver(3, [], end)
+    for i, c in enumerate(cluster.cores[:3]):
+        msg = c.check("bundles", other.encode())
+        cluster.deliver(i, c.on_message(msg, end), end)
+    cluster.run_epoch(0, honest)
+    header = finals_agree(cluster, 0)
+    assert any(e.kind == "bundle" and e.offender == core.me for e in cluster.evidence)
+    assert header.record_count == 6
+
+
+def test_bad_input_is_dropped_and_counted_by_reason() -> None:
+    cluster = make_cluster(4)
+    core = cluster.cores[0]
+    spec = cluster.spec
+    other_spec, _ = make_spec(4, network_id="othernet")
+    stranger = seed_for("stranger")
+    good = ReportSignature(spec.config_digest, 0, b"\x01" * 32, cluster.cores[1].me,
+                           sign_raw(seed_for("v1"), b"\x01" * 32))
+    cases = {
+        "signatures:malformed": b"\x93\x04\x01",
+        "signatures:empty": b"",
+        "signatures:oversized": b"\x00" * 10_000,
+        "signatures:wrong_network": replace(good, config_digest=other_spec.config_digest).encode(),
+        "signatures:not_member": replace(good, signer=b"\x09" * 32).encode(),
+        "signatures:bad_signature": replace(good, signature=sign_raw(stranger, b"x" * 32)).encode(),
+    }
+    for reason, data in cases.items():
+        assert core.check("signatures", data) is None
+        assert core.dropped[reason] == 1, reason
+    assert core.check("signatures", good.encode()) == good

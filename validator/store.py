@@ -1,0 +1,203 @@
+"""SQLite store (WAL) under the data directory: what a validator must not forget.
+
+Owns the tables below; ``chain_posts`` belongs to ``validator.chain.ChainLedger`` and shares the
+file. Every write is one transaction with ``synchronous=FULL``, so what a call returned having
+written survives a SIGKILL. The slashing-protection rule lives here, in the schema: one signed
+header hash per epoch (PRIMARY KEY), checked and written before a signature leaves the process.
+
+Readers (the HTTP API) open their own read-only connection with ``open_readonly``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import msgpack
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS registrations (
+    provider BLOB PRIMARY KEY, issued_at INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS observations (
+    epoch INTEGER NOT NULL, provider BLOB NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (epoch, provider));
+CREATE TABLE IF NOT EXISTS bundles (
+    epoch INTEGER NOT NULL, validator BLOB NOT NULL, hash BLOB NOT NULL, data BLOB NOT NULL,
+    received_at REAL NOT NULL, PRIMARY KEY (epoch, validator, hash));
+CREATE TABLE IF NOT EXISTS signed_headers (
+    epoch INTEGER PRIMARY KEY, header_hash BLOB NOT NULL, signed_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS final_reports (
+    epoch INTEGER PRIMARY KEY, header BLOB NOT NULL, header_hash BLOB NOT NULL,
+    signatures BLOB NOT NULL, records BLOB NOT NULL, bundle_hashes BLOB NOT NULL,
+    finalized_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS evidence (
+    kind TEXT NOT NULL, epoch INTEGER NOT NULL, offender BLOB NOT NULL,
+    first BLOB NOT NULL, second BLOB NOT NULL, recorded_at REAL NOT NULL,
+    PRIMARY KEY (kind, epoch, offender));
+"""
+
+
+class StoreError(Exception):
+    """Our misuse of the store (a bug), or a disk we cannot write."""
+
+
+class SlashingRefused(StoreError):
+    """This validator already signed a different header for that epoch."""
+
+
+@dataclass(frozen=True)
+class StoredFinal:
+    epoch: int
+    header: bytes
+    header_hash: bytes
+    signatures: tuple[tuple[bytes, bytes], ...]
+    records: tuple[bytes, ...]
+    bundle_hashes: tuple[bytes, ...]
+
+
+def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5,
+                               check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    return _connect(path, readonly=True)
+
+
+def _pack_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
+    return msgpack.packb([list(p) for p in pairs], use_bin_type=True)
+
+
+def unpack_final_row(row: tuple) -> StoredFinal:  # type: ignore[type-arg]
+    epoch, header, header_hash, sigs, records, hashes = row
+    return StoredFinal(
+        epoch, header, header_hash,
+        tuple((s, g) for s, g in msgpack.unpackb(sigs)),
+        tuple(records[i:i + 88] for i in range(0, len(records), 88)),
+        tuple(hashes[i:i + 32] for i in range(0, len(hashes), 32)),
+    )
+
+
+FINAL_COLUMNS = "epoch, header, header_hash, signatures, records, bundle_hashes"
+
+
+class Store:
+    """The validator's SQLite file. One instance per process, used from one thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = _connect(path)
+        self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _tx(self) -> "_Tx":
+        return _Tx(self._conn)
+
+    # -- registrations -----------------------------------------------------------------
+    def put_registration(self, provider: bytes, issued_at: int, data: bytes) -> None:
+        with self._tx():
+            self._conn.execute(
+                "INSERT INTO registrations VALUES (?, ?, ?) ON CONFLICT(provider) DO UPDATE "
+                "SET issued_at = excluded.issued_at, data = excluded.data "
+                "WHERE excluded.issued_at > registrations.issued_at",
+                (provider, issued_at, data))
+
+    def registrations(self) -> list[bytes]:
+        return [r[0] for r in self._conn.execute("SELECT data FROM registrations")]
+
+    # -- own observations --------------------------------------------------------------
+    def put_observation(self, epoch: int, provider: bytes, data: bytes) -> None:
+        with self._tx():
+            self._conn.execute("INSERT OR REPLACE INTO observations VALUES (?, ?, ?)",
+                               (epoch, provider, data))
+
+    def observations(self, epoch: int) -> list[bytes]:
+        return [r[0] for r in self._conn.execute(
+            "SELECT data FROM observations WHERE epoch = ? ORDER BY provider", (epoch,))]
+
+    # -- bundles -----------------------------------------------------------------------
+    def put_bundle(self, epoch: int, validator: bytes, bundle_hash: bytes, data: bytes) -> None:
+        with self._tx():
+            self._conn.execute("INSERT OR IGNORE INTO bundles VALUES (?, ?, ?, ?, ?)",
+                               (epoch, validator, bundle_hash, data, time.time()))
+
+    def bundles_since(self, epoch: int) -> list[bytes]:
+        return [r[0] for r in self._conn.execute(
+            "SELECT data FROM bundles WHERE epoch >= ? ORDER BY epoch", (epoch,))]
+
+    # -- slashing protection -----------------------------------------------------------
+    def record_signed_header(self, epoch: int, header_hash: bytes) -> None:
+        """Durably note that we sign ``header_hash`` for ``epoch``.
+
+        Idempotent for the same hash; raises SlashingRefused for a different one. Call this
+        and let it return before the signature is published.
+        """
+        with self._tx():
+            row = self._conn.execute("SELECT header_hash FROM signed_headers WHERE epoch = ?",
+                                     (epoch,)).fetchone()
+            if row is not None:
+                if row[0] != header_hash:
+                    raise SlashingRefused(f"epoch {epoch}: already signed {row[0].hex()}")
+                return
+            self._conn.execute("INSERT INTO signed_headers VALUES (?, ?, ?)",
+                               (epoch, header_hash, time.time()))
+
+    def signed_headers(self) -> dict[int, bytes]:
+        return dict(self._conn.execute("SELECT epoch, header_hash FROM signed_headers"))
+
+    # -- final reports -----------------------------------------------------------------
+    def put_final(self, final: StoredFinal) -> bool:
+        """Store a final report; returns False if that epoch already had one (kept as is)."""
+        with self._tx():
+            cur = self._conn.execute(
+                "INSERT OR IGNORE INTO final_reports VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (final.epoch, final.header, final.header_hash, _pack_pairs(final.signatures),
+                 b"".join(final.records), b"".join(final.bundle_hashes), time.time()))
+            return cur.rowcount == 1
+
+    def add_final_signatures(self, epoch: int, signatures: tuple[tuple[bytes, bytes], ...]) -> None:
+        with self._tx():
+            self._conn.execute("UPDATE final_reports SET signatures = ? WHERE epoch = ?",
+                               (_pack_pairs(signatures), epoch))
+
+    def finals(self, since_epoch: int = -1) -> Iterator[StoredFinal]:
+        for row in self._conn.execute(
+                f"SELECT {FINAL_COLUMNS} FROM final_reports WHERE epoch >= ? ORDER BY epoch",
+                (since_epoch,)):
+            yield unpack_final_row(row)
+
+    def final(self, epoch: int) -> StoredFinal | None:
+        row = self._conn.execute(f"SELECT {FINAL_COLUMNS} FROM final_reports WHERE epoch = ?",
+                                 (epoch,)).fetchone()
+        return unpack_final_row(row) if row else None
+
+    # -- evidence ----------------------------------------------------------------------
+    def put_evidence(self, kind: str, epoch: int, offender: bytes, first: bytes,
+                     second: bytes) -> None:
+        with self._tx():
+            self._conn.execute("INSERT OR IGNORE INTO evidence VALUES (?, ?, ?, ?, ?, ?)",
+                               (kind, epoch, offender, first, second, time.time()))
+
+
+class _Tx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._conn.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,174 @@
+"""The whole network with real processes: `validator devnet`, then stop and restart one
+validator, feed it bad gossip and bad HTTP, and stop everything with Ctrl-C (SIGINT).
+
+Every served report is checked independently of the code that produced it (e2e_checks).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from tests.integration.e2e_checks import check_posted, check_report, get_json
+
+EPOCH_SECONDS = 12
+N_VALIDATORS = 4
+
+
+def free_port_block(size: int) -> int:
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 60_000 - size)
+        sockets = []
+        try:
+            for port in range(base, base + size):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free block of ports")
+
+
+def wait_for(what: str, condition: Callable[[], Any], timeout: float, poll: float = 0.5) -> Any:
+    deadline = time.time() + timeout
+    last: Any = None
+    while time.time() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def latest(url: str) -> dict | None:
+    status, body = get_json(url + "/epochs/latest")
+    return body if status == 200 else None
+
+
+def posted_latest(urls: list[str], min_epoch: int = 0) -> dict | None:
+    """The latest report, if every URL serves the same one, confirmed on chain."""
+    reports = [latest(u) for u in urls]
+    if any(r is None or r["epoch"] < min_epoch for r in reports):
+        return None
+    if len({r["header_sha256"] for r in reports}) != 1:  # type: ignore[index]
+        return None
+    if any(r["chain"]["status"] != "confirmed" for r in reports):  # type: ignore[index]
+        return None
+    return reports[0]
+
+
+@pytest.fixture
+def devnet(tmp_path: Path):  # noqa: ANN201
+    base = free_port_block(1 + 2 * N_VALIDATORS + 12)
+    data = tmp_path / "net"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "validator.cli", "devnet", "--validators", str(N_VALIDATORS),
+         "--providers", "6", "--epoch-seconds", str(EPOCH_SECONDS), "--base-port", str(base),
+         "--data-dir", str(data)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    urls: list[str] = []
+    lines: list[str] = []
+    deadline = time.time() + 120
+    assert proc.stdout is not None
+    while len(urls) < N_VALIDATORS and time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("validator "):
+            urls.append(line.split()[-1])
+    assert len(urls) == N_VALIDATORS, "".join(lines)
+    try:
+        yield proc, urls, data, f"http://127.0.0.1:{base}"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def test_devnet_reports_survive_a_validator_restart(devnet) -> None:  # noqa: ANN001
+    proc, urls, data, rpc_url = devnet
+    _, status = get_json(urls[0] + "/status")
+    _, network = get_json(urls[0] + "/network")
+    digest = status["config_digest"]
+    assert network["threshold"] == 3 and network["n"] == 4
+
+    # 1. Every validator serves the same final report, confirmed on the local chain.
+    first = wait_for("a report final and posted on every validator",
+                     lambda: posted_latest(urls, min_epoch=1), timeout=8 * EPOCH_SECONDS)
+    for url in urls:
+        report = latest(url)
+        assert report is not None
+        check_report(report, network, digest)
+        check_posted(rpc_url, report, digest)
+    assert first["records"], "epoch 1 measured the registered providers"
+    assert all(r["uptime_bps"] > 0 and r["down_kbps"] > 0 for r in first["records"])
+
+    # 2. Stop one validator: the other three keep finalizing.
+    v3_pid = int((data / "v3" / "pid").read_text())
+    os.kill(v3_pid, signal.SIGTERM)
+    wait_for("v3 to exit", lambda: not alive(v3_pid), timeout=20)
+    stopped_at = first["epoch"]
+    during = wait_for("a report while v3 is down",
+                      lambda: posted_latest(urls[:3], min_epoch=stopped_at + 2),
+                      timeout=5 * EPOCH_SECONDS)
+    check_report(during, network, digest)
+
+    # 3. Restart it by hand, as an operator would: it rejoins and serves new reports.
+    restarted = subprocess.Popen(
+        [sys.executable, "-m", "validator.cli", "join", "--config",
+         str(data / "v3" / "config.toml")],
+        stdout=subprocess.DEVNULL, stderr=open(data / "v3" / "log-restart.txt", "wb"))
+    try:
+        back = wait_for("v3 to serve a report finalized after its return",
+                        lambda: posted_latest(urls, min_epoch=during["epoch"] + 2),
+                        timeout=6 * EPOCH_SECONDS)
+        check_report(back, network, digest)
+        _, epochs = get_json(urls[3] + "/epochs")
+        assert during["epoch"] in {e["epoch"] for e in epochs}, "v3 fetched what it missed"
+
+        # 4. Malformed HTTP gets a JSON 4xx, never a 500.
+        for path in ("/epochs/abc", "/epochs/-1", "/epochs/99999999999999999999999",
+                     "/epochs/1/proof/notbase58!", "/providers/xyz", "/nope",
+                     "/epochs/latest/proof/" + "1" * 500):
+            code, body = get_json(urls[0] + path)
+            assert 400 <= code < 500 and isinstance(body, dict) and "error" in body, (path, code)
+    finally:
+        restarted.send_signal(signal.SIGINT)
+        restarted.wait(timeout=20)
+
+    # 5. Ctrl-C stops every process devnet started.
+    pids = [int(p.read_text()) for p in data.glob("*/pid")]
+    assert len(pids) == 1 + N_VALIDATORS + 6
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=40) == 0
+    wait_for("every devnet child to exit", lambda: not any(alive(p) for p in pids), timeout=10)

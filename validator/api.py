@@ -1,0 +1,372 @@
+"""Read-only HTTP status endpoint (aiohttp, asyncio side of the bridge; DESIGN §10).
+
+Owns routing, parsing of path and query values, status codes and the error contract. What a
+response contains is built by ``validator.api_views`` from the SQLite file, read through
+read-only connections in a small thread pool so no query runs on the event loop; the live
+node state comes from ``status()``, an immutable snapshot the node refreshes.
+
+Interface (operators and tools rely on it exactly; keys base58, hashes/bytes lowercase hex):
+
+    GET /status                       live snapshot (gaps filled from SQLite, see _Api.status)
+    GET /network                      the spec, plus n, f, threshold, config_digest
+    GET /epochs?limit=N&before=E      [{epoch, final, signatures, posted}], newest first
+    GET /epochs/latest | /epochs/{e}  one final report: header, signatures, records, chain
+    GET /epochs/{e}/proof/{provider}  merkle inclusion proof of the provider's record
+    GET /providers?limit=N&after=KEY  newest final report's records (+ region), by key
+    GET /providers/{key}              one provider + committee observations + registration
+    GET /healthz                      {"ok": true} if the store is readable
+
+Errors: every refusal is ``{"error": "<what was wrong>"}`` with a 4xx status (400 malformed
+value, 404 unknown path or nothing there, 405 method other than GET/HEAD). 503 means the
+SQLite file cannot be read right now. A JSON 500 ``{"error": "internal"}`` exists only as a
+safety net and is logged: no input is meant to reach it. Requests aiohttp's HTTP parser
+rejects before routing (a method it does not know, raw bytes, over-long lines) get the same
+JSON errors from ``_JsonErrorHandler``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import re
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
+
+import base58
+import structlog
+from aiohttp import http_exceptions, web
+
+from validator import api_views as views
+from validator.api_views import I64_MAX, BadRequest, Json, b58
+from validator.spec import NetworkSpec
+from validator.store import open_readonly
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+MAX_LIMIT = 1000
+DEFAULT_EPOCH_LIMIT = 100
+DEFAULT_PROVIDER_LIMIT = 1000
+MAX_LINE_SIZE = 32 * 1024  # request line; aiohttp's default is 8190
+DB_THREADS = 4
+
+# Validation by pattern before int()/b58decode: int() accepts "+1", " 1", "1_0" and non-ASCII
+# digits, and both int() and b58decode are superlinear on long input.
+_UINT = re.compile(r"[0-9]{1,20}")
+_LIMIT = re.compile(r"[0-9]{1,7}")
+_BASE58_KEY = re.compile(r"[1-9A-HJ-NP-Za-km-z]{32,44}")  # 32 bytes encode to 32..44 chars
+
+
+# -- input parsing -----------------------------------------------------------------------------
+def parse_epoch(text: str, what: str = "epoch") -> int:
+    """A decimal epoch number 0..2**63-1 (SQLite's range); BadRequest otherwise."""
+    if not _UINT.fullmatch(text):
+        raise BadRequest(f"{what} must be a decimal integer >= 0")
+    value = int(text)
+    if value > I64_MAX:
+        raise BadRequest(f"{what} out of range (0..{I64_MAX})")
+    return value
+
+
+def parse_key(text: str, what: str = "provider") -> bytes:
+    """A 32-byte public key in canonical base58; BadRequest otherwise."""
+    if _BASE58_KEY.fullmatch(text):
+        raw = base58.b58decode(text)
+        # Round trip as a guard against decoder leniency: one key, one spelling.
+        if len(raw) == 32 and b58(raw) == text:
+            return raw
+    raise BadRequest(f"{what} must be a base58-encoded 32-byte public key")
+
+
+def _query_one(request: web.Request, name: str) -> str | None:
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise BadRequest(f"{name} given more than once")
+    return values[0] if values else None
+
+
+def query_limit(request: web.Request, default: int) -> int:
+    text = _query_one(request, "limit")
+    if text is None:
+        return default
+    if not _LIMIT.fullmatch(text) or not 1 <= int(text) <= MAX_LIMIT:
+        raise BadRequest(f"limit must be an integer 1..{MAX_LIMIT}")
+    return int(text)
+
+
+# -- snapshot serialisation --------------------------------------------------------------------
+def plain(value: Any) -> Any:
+    """The status snapshot as JSON types: mappings -> dicts, sequences -> lists, bytes -> hex."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [plain(v) for v in value]
+    return value
+
+
+def _dumps(body: Any) -> bytes:
+    return json.dumps(body).encode()
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_dumps(body), status=status, content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status)
+
+
+# -- SQLite off the event loop -----------------------------------------------------------------
+class _ReadPool:
+    """Read-only SQLite connections, one per worker thread, so queries never block the loop.
+
+    Each call runs in one read transaction: a WAL snapshot, so e.g. a report and its chain
+    row are read consistently while the node writes. A connection that hits an SQLite error
+    is dropped and reopened on next use (the file may not exist yet at startup).
+    """
+
+    def __init__(self, path: Path, threads: int = DB_THREADS) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="api-db")
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: set[sqlite3.Connection] = set()
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("ROLLBACK")  # nothing to commit: ends the read snapshot
+        except sqlite3.Error:
+            self._drop(conn)
+            raise
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = open_readonly(self._path)
+            conn.isolation_level = None  # we issue BEGIN/ROLLBACK ourselves
+            with self._lock:
+                self._conns.add(conn)
+            self._local.conn = conn
+        return conn
+
+    def _drop(self, conn: sqlite3.Connection) -> None:
+        self._local.conn = None
+        with self._lock:
+            self._conns.discard(conn)
+        conn.close()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+
+
+# -- handlers ----------------------------------------------------------------------------------
+class _Api:
+    def __init__(self, pool: _ReadPool, spec: NetworkSpec,
+                 status: Callable[[], Mapping[str, Any]]) -> None:
+        self._pool = pool
+        self._spec = spec
+        self._status = status
+        self._network = _dumps(network_json(spec))  # the spec is frozen: encode once
+
+    async def _view(self, fn: Callable[[sqlite3.Connection], Any]) -> web.Response:
+        # JSON encoding runs in the worker too: an epoch with many records is a big document.
+        body = await self._pool.run(lambda conn: _dumps(fn(conn)))
+        return web.Response(body=body, content_type="application/json")
+
+    async def status(self, request: web.Request) -> web.Response:
+        """The node's snapshot; ``last_final_epoch`` and ``chain.last_posted_epoch`` are read
+        from SQLite when the snapshot lacks them or has null (the store is the record of
+        both), and a missing ``chain`` object starts from the spec's ``rpc_url``."""
+        snapshot = self._status()
+        key = snapshot.get("signing_key")
+        body: Json = plain(snapshot)
+        if isinstance(key, (bytes, bytearray)):
+            body["signing_key"] = b58(bytes(key))  # keys are base58, not the bytes default
+        chain = body.get("chain")
+        if not isinstance(chain, dict):
+            chain = body["chain"] = {"rpc_url": self._spec.rpc_url, "last_posted_epoch": None,
+                                     "last_error": None}
+        if body.get("last_final_epoch") is None or chain.get("last_posted_epoch") is None:
+            last_final, last_posted = await self._pool.run(views.store_status)
+            if body.get("last_final_epoch") is None:
+                body["last_final_epoch"] = last_final
+            if chain.get("last_posted_epoch") is None:
+                chain["last_posted_epoch"] = last_posted
+        return _json(body)
+
+    async def network(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._network, content_type="application/json")
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return await self._view(views.healthz)
+
+    async def epochs(self, request: web.Request) -> web.Response:
+        limit = query_limit(request, DEFAULT_EPOCH_LIMIT)
+        text = _query_one(request, "before")
+        before = None if text is None else parse_epoch(text, "before")
+        return await self._view(lambda conn: views.epoch_list(conn, limit, before))
+
+    async def epoch(self, request: web.Request) -> web.Response:
+        text = request.match_info["epoch"]
+        epoch = None if text == "latest" else parse_epoch(text)
+        return await self._view(lambda conn: views.epoch_detail(conn, epoch))
+
+    async def proof(self, request: web.Request) -> web.Response:
+        epoch = parse_epoch(request.match_info["epoch"])
+        provider = parse_key(request.match_info["provider"])
+        return await self._view(lambda conn: views.epoch_proof(conn, epoch, provider))
+
+    async def providers(self, request: web.Request) -> web.Response:
+        limit = query_limit(request, DEFAULT_PROVIDER_LIMIT)
+        text = _query_one(request, "after")
+        after = None if text is None else parse_key(text, "after")
+        return await self._view(lambda conn: views.provider_list(conn, limit, after))
+
+    async def provider(self, request: web.Request) -> web.Response:
+        provider = parse_key(request.match_info["key"])
+        return await self._view(lambda conn: views.provider_detail(conn, self._spec, provider))
+
+
+def network_json(spec: NetworkSpec) -> Json:
+    body = spec.to_dict()
+    body.update(n=spec.n, f=spec.f, threshold=spec.threshold,
+                config_digest=spec.config_digest.hex())
+    return body
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refusal as ``{"error": ...}``; the 500 is a logged safety net, not a path."""
+    try:
+        return await handler(request)
+    except views.ApiError as exc:
+        return _error(exc.status, exc.message)
+    except web.HTTPException as exc:  # the router's 404 and 405
+        if exc.status == 404:
+            return _error(404, "no such path")
+        if exc.status == 405:
+            resp = _error(405, "method not allowed: use GET or HEAD")
+            resp.headers["Allow"] = exc.headers.get("Allow", "GET,HEAD")
+            return resp
+        if exc.status >= 400:
+            return _error(exc.status, exc.reason.lower())
+        raise
+    except sqlite3.OperationalError as exc:  # file missing, locked past busy_timeout, ...
+        log.warning("api_db_unavailable", error=str(exc))
+        return _error(503, "database unavailable")
+    except Exception:
+        log.exception("api_internal_error", method=request.method[:16],
+                      path=request.raw_path[:200])
+        return _error(500, "internal")
+
+
+def make_app(db_path: Path, spec: NetworkSpec,
+             status: Callable[[], Mapping[str, Any]]) -> web.Application:
+    """The API over the SQLite file at ``db_path``. Only GET and HEAD routes exist."""
+    pool = _ReadPool(db_path)
+    api = _Api(pool, spec, status)
+    app = web.Application(middlewares=[_errors])
+    for path, handler in (
+            ("/status", api.status), ("/network", api.network), ("/healthz", api.healthz),
+            ("/epochs", api.epochs), ("/epochs/{epoch}", api.epoch),
+            ("/epochs/{epoch}/proof/{provider}", api.proof),
+            ("/providers", api.providers), ("/providers/{key}", api.provider)):
+        app.router.add_get(path, handler)  # GET also answers HEAD
+
+    async def close_pool(_: web.Application) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, pool.close)
+
+    app.on_cleanup.append(close_pool)
+    return app
+
+
+class _JsonErrorHandler(web.RequestHandler):
+    """aiohttp answers what its HTTP parser rejects (a method it does not know, raw bytes in
+    the request line, a request line over ``MAX_LINE_SIZE``, not HTTP at all) from here,
+    before routing and middlewares, in plain text echoing the request line. Answer those in
+    the same JSON as everything else, without the echo."""
+
+    __slots__ = ()
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # as aiohttp: too late for another response
+            raise ConnectionError("response already started")
+        if status >= 500:
+            log.error("api_internal_error", exc_info=exc)
+            resp = _error(500, "internal")
+        elif isinstance(exc, http_exceptions.BadHttpMethod):
+            resp = _error(405, "method not allowed: use GET or HEAD")
+            resp.headers["Allow"] = "GET,HEAD"
+        elif isinstance(exc, http_exceptions.LineTooLong):
+            resp = _error(status, "request line or header too long")
+        else:
+            resp = _error(status, "malformed HTTP request")
+        resp.force_close()
+        return resp
+
+
+class _Site(web.BaseSite):
+    """A TCP site whose connections use ``_JsonErrorHandler`` (``web.TCPSite`` otherwise)."""
+
+    __slots__ = ("_host", "_port")
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int) -> None:
+        super().__init__(runner)
+        self._host = host
+        self._port = port
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None  # runner.setup() ran: BaseSite checks it
+        self._server = await loop.create_server(
+            lambda: _JsonErrorHandler(server, loop=loop, max_line_size=MAX_LINE_SIZE),
+            self._host, self._port, backlog=self._backlog, reuse_address=True)
+
+
+async def start_api(app: web.Application, host: str = "127.0.0.1",
+                    port: int = 0) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on ``host:port`` (port 0 picks one); returns the runner and bound port.
+
+    Stop with ``await runner.cleanup()``. A port in use raises OSError from here.
+    """
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await _Site(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, runner.addresses[0][1]

@@ -1,0 +1,230 @@
+"""``validator provide`` and ``validator probe``: the provider agent and a one-shot prober.
+
+``provide`` prints its full multiaddr (with /p2p/<peer id>) as the first line of stdout, then
+serves until SIGINT or SIGTERM and exits 0. ``probe`` measures one provider once, with an
+ephemeral identity, and prints a summary (or one JSON object with ``--json``). Operator
+mistakes print one line on stderr and exit 2; a provider that cannot be reached exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from proofs import probe as wire
+from proofs.errors import DecodeError
+from proofs.report import flag_names
+from validator.spec import NetworkSpec, ProbeParams, SpecError, load_spec
+
+EXIT_OK = 0
+EXIT_UNREACHABLE = 1
+EXIT_USAGE = 2
+PROBE_LISTEN = "/ip4/127.0.0.1/tcp/0"  # the prober only dials out
+
+
+class _Usage(Exception):
+    """An operator mistake: printed as one line, exit 2."""
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register ``provide`` and ``probe`` on the ``validator`` command's subparsers."""
+    provide = subparsers.add_parser(
+        "provide", help="run a provider agent that answers validators' probes")
+    provide.add_argument("--network", required=True, help="network spec (TOML)")
+    provide.add_argument("--key", required=True,
+                         help="provider key file (hex seed, mode 0600; created if missing)")
+    provide.add_argument("--listen", default="/ip4/127.0.0.1/tcp/0",
+                         help="libp2p listen multiaddr (control plane)")
+    provide.add_argument("--data-host", default="127.0.0.1",
+                         help="data-plane TCP host, bound and advertised")
+    provide.add_argument("--data-port", type=int, default=0, help="data-plane TCP port (0: any)")
+    provide.add_argument("--payout", default=None,
+                         help="base58 Solana payout address (default: the provider key)")
+    provide.add_argument("--region", default="")
+    provide.add_argument("--lat", type=float, default=0.0, help="latitude, degrees")
+    provide.add_argument("--lon", type=float, default=0.0, help="longitude, degrees")
+    provide.set_defaults(handler=cmd_provide)
+
+    probe = subparsers.add_parser("probe", help="probe one provider once and print the result")
+    probe.add_argument("multiaddr", help="the provider's full multiaddr, with /p2p/<peer id>")
+    probe.add_argument("--data", default=None,
+                       help="HOST:PORT of its data plane (default: from its registration)")
+    probe.add_argument("--network", default=None,
+                       help="network spec (TOML): network id, epoch and probe parameters")
+    probe.add_argument("--json", action="store_true", help="print one JSON object")
+    probe.set_defaults(handler=cmd_probe)
+
+
+def _usage(command: str, message: object) -> int:
+    print(f"validator {command}: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+def _operator_mistake(error: BaseException) -> str | None:
+    """The one-line message for an operator mistake inside ``error`` (a group or not)."""
+    from p2p.abc import P2PError, PeerError
+    from validator.provider import ProviderConfigError
+
+    for leaf in _leaves(error):
+        if isinstance(leaf, (ProviderConfigError, SpecError, _Usage)):
+            return str(leaf)
+        if isinstance(leaf, P2PError) and not isinstance(leaf, PeerError):
+            return f"{leaf}; check --listen"
+        if isinstance(leaf, OSError) and leaf.errno == errno.EADDRINUSE:
+            return (f"address already in use ({leaf.strerror}); choose another port in "
+                    "--listen or stop the process using it")
+    return None
+
+
+def _configure_logging() -> None:
+    from validator.logs import configure_logging
+
+    configure_logging()
+
+
+# -- provide -----------------------------------------------------------------------------------
+def cmd_provide(args: argparse.Namespace) -> int:
+    from validator.provider import ProviderConfigError, ProviderOptions, parse_payout
+
+    try:
+        spec = load_spec(Path(args.network))
+        if not 0 <= args.data_port <= 65535:
+            raise _Usage(f"--data-port {args.data_port}: must be 0..65535")
+        options = ProviderOptions(key_path=Path(args.key), listen=args.listen,
+                                  data_host=args.data_host, data_port=args.data_port,
+                                  payout=args.payout, region=args.region, lat=args.lat,
+                                  lon=args.lon)
+        parse_payout(options.payout, bytes(32))  # fail before touching the network
+    except (SpecError, ProviderConfigError, _Usage) as error:
+        return _usage("provide", error)
+    _configure_logging()
+    try:
+        trio.run(_provide, options, spec)
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return EXIT_OK
+    except BaseException as error:
+        message = _operator_mistake(error)
+        if message is None:
+            raise
+        return _usage("provide", message)
+    return EXIT_OK
+
+
+async def _provide(options: Any, spec: NetworkSpec) -> None:
+    from validator.provider import run_provider
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            multiaddr = await nursery.start(run_provider, options, spec)
+            print(multiaddr, flush=True)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+
+
+# -- probe -------------------------------------------------------------------------------------
+def _parse_hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise _Usage(f"--data {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9000")
+    return host, int(port)
+
+
+def _provider_key(multiaddr: str) -> bytes:
+    head, sep, peer_id = multiaddr.rpartition("/p2p/")
+    if not multiaddr.startswith("/") or not sep or not head or "/" in peer_id:
+        raise _Usage(f"{multiaddr!r}: expected a full multiaddr such as "
+                     "/ip4/1.2.3.4/tcp/4001/p2p/12D3KooW... (the first line `validator "
+                     "provide` prints)")
+    try:
+        return wire.public_key_from_peer_id(peer_id)
+    except DecodeError:
+        raise _Usage(f"{peer_id!r} is not an ed25519 peer id (12D3KooW...); copy the address "
+                     "the provider printed") from None
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    try:
+        provider = _provider_key(args.multiaddr)
+        data = _parse_hostport(args.data) if args.data else None
+        spec = load_spec(Path(args.network)) if args.network else None
+    except (SpecError, _Usage) as error:
+        return _usage("probe", error)
+    _configure_logging()
+    try:
+        outcome = trio.run(_probe, args.multiaddr, provider, data, spec)
+    except BaseException as error:
+        message = _operator_mistake(error)
+        if message is None:
+            raise
+        return _usage("probe", message)
+    if isinstance(outcome, str):
+        print(f"validator probe: {outcome}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if args.json:
+        print(json.dumps({"heartbeat_ok": outcome.heartbeat_ok,
+                          "rtt_median_us": outcome.rtt_median_us,
+                          "rtt_min_us": outcome.rtt_min_us,
+                          "down_kbps": outcome.down_kbps, "up_kbps": outcome.up_kbps,
+                          "flags": flag_names(outcome.flags)}))
+    else:
+        print(_summary(args.multiaddr, outcome))
+    return EXIT_OK
+
+
+async def _probe(multiaddr: str, provider: bytes, data: tuple[str, int] | None,
+                 spec: NetworkSpec | None) -> Any:
+    """The ProbeResult, or a one-line reason why the provider could not be probed."""
+    from p2p.host import open_libp2p_host
+    from validator.prober import (PEER_ERRORS, ProbeTarget, discover_target, drop_reason,
+                                  probe_provider)
+
+    params = spec.probes if spec is not None else ProbeParams()
+    async with open_libp2p_host(secrets.token_bytes(32), PROBE_LISTEN) as transport:
+        try:
+            target, registration = await discover_target(
+                transport, multiaddr, data=data, timeout=params.heartbeat_timeout_seconds)
+            network_id = registration.network_id
+        except PEER_ERRORS as error:
+            if data is None or spec is None:
+                return (f"no signed registration from the provider ({drop_reason(error)}: "
+                        f"{error}); pass --data HOST:PORT and --network FILE to probe anyway")
+            target, network_id = ProbeTarget(provider, multiaddr, *data), spec.network_id
+        if spec is not None and network_id != spec.network_id:
+            return (f"the provider is registered on network {network_id!r}, not "
+                    f"{spec.network_id!r}")
+        epoch = max(0, spec.epoch_at(time.time())) if spec is not None else 0
+        return await probe_provider(transport, target, network_id=network_id, epoch=epoch,
+                                    validator_seed=secrets.token_bytes(32), params=params)
+
+
+def _summary(multiaddr: str, result: Any) -> str:
+    flags = ", ".join(flag_names(result.flags)) or "none"
+    lines = [
+        f"provider   {multiaddr}",
+        f"heartbeat  {'ok' if result.heartbeat_ok else 'FAILED'}",
+        f"rtt        median {result.rtt_median_us / 1000:.2f} ms, "
+        f"min {result.rtt_min_us / 1000:.2f} ms",
+        f"down       {result.down_kbps / 1000:.1f} Mbit/s",
+        f"up         {result.up_kbps / 1000:.1f} Mbit/s",
+        f"flags      {flags}",
+    ]
+    if result.problems:
+        lines.append(f"problems   {', '.join(result.problems)}")
+    return "\n".join(lines)

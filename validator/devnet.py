@@ -1,0 +1,245 @@
+"""`validator devnet`: a whole network on loopback, each part its own process.
+
+Layout of the data directory (an operator can stop any validator and start it again by hand
+with ``validator join --config D/<name>/config.toml``):
+
+    D/network.toml           the network spec every process reads
+    D/chain/                 the local chain's log
+    D/v0 .. D/v{n-1}/        validators: keys (0600), config.toml, validator.sqlite, log.txt,
+                             pid (so `kill $(cat D/v1/pid)` stops one)
+    D/p0 .. D/p{m-1}/        provider agents: key, log.txt, stdout.txt (multiaddr), pid
+
+Ports, from --base-port P: the local chain's JSON-RPC at P; validator i libp2p at P+1+i and
+HTTP at P+1+n+i; provider j libp2p at P+1+2n+j and data port at P+1+2n+m+j.
+
+Children run in their own session (Ctrl-C reaches only this supervisor, which stops them in
+order) and with a parent-death signal, so none outlives the supervisor even on SIGKILL.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import tomli_w
+
+from validator.setup import init_validator_dir
+from validator.spec import load_spec
+
+REGIONS = (("eu-west", 48.85, 2.35), ("us-east", 40.71, -74.0), ("ap-south", 19.07, 72.88),
+           ("sa-east", -23.55, -46.63), ("af-south", -33.92, 18.42), ("eu-north", 59.33, 18.07),
+           ("us-west", 37.77, -122.42))
+STOP_GRACE_SECONDS = 10.0
+
+
+class DevnetError(Exception):
+    """A devnet set-up problem the operator can fix (message says how)."""
+
+
+@dataclass(frozen=True)
+class DevnetOptions:
+    validators: int
+    providers: int
+    epoch_seconds: int
+    base_port: int
+    data_dir: Path
+    reset: bool
+    genesis_delay: int = 12
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    stdout: IO[bytes] | None = field(default=None, repr=False)
+    reported_exit: bool = False
+
+
+def _set_parent_death_signal() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    PR_SET_PDEATHSIG = 1
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _validator_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "validator.cli", *args]
+
+
+def write_network(options: DevnetOptions) -> Path:
+    d = options.data_dir
+    if d.exists() and any(d.iterdir()):
+        if not options.reset:
+            raise DevnetError(f"{d} is not empty: pass --reset to wipe it, or choose another "
+                              f"--data-dir")
+        shutil.rmtree(d)
+    d.mkdir(parents=True, exist_ok=True)
+    n, m, p = options.validators, options.providers, options.base_port
+    if n < 1 or m < 0:
+        raise DevnetError("--validators must be >= 1 and --providers >= 0")
+    if p < 1024 or p + 1 + 2 * n + 2 * m > 65535:
+        raise DevnetError("--base-port leaves no room for all ports (1024..65535)")
+    if options.epoch_seconds < 10:
+        raise DevnetError("--epoch-seconds must be at least 10")
+    network = d / "network.toml"
+    rpc_url = f"http://127.0.0.1:{p}"
+    entries = []
+    for i in range(n):
+        region, lat, lon = REGIONS[i % len(REGIONS)]
+        entry = init_validator_dir(d / f"v{i}", network=network, listen_host="127.0.0.1",
+                                   p2p_port=p + 1 + i, http_host="127.0.0.1",
+                                   http_port=p + 1 + n + i, rpc_url=rpc_url, airdrop=True)
+        entries.append({"name": f"v{i}", **entry, "region": region, "lat": lat, "lon": lon})
+    epoch = options.epoch_seconds
+    spec = {
+        "network_id": f"devnet-{os.getpid()}-{int(time.time())}",
+        "genesis_time": int(time.time()) + options.genesis_delay,
+        "epoch_seconds": epoch,
+        "round_seconds": max(2, epoch // 8),
+        "collect_seconds": max(2, epoch // 8),
+        "proposal_timeout_seconds": max(3, epoch // 6),
+        "committee_size": min(3, n) if n < 5 else 5,
+        "min_regions": min(3, n),
+        "rpc_url": rpc_url,
+        "probes": {"heartbeat_timeout_seconds": 2.0, "echo_count": 5,
+                   "throughput_seconds": 0.5, "warmup_fraction": 0.25},
+        "validators": entries,
+    }
+    network.write_text(tomli_w.dumps(spec))
+    load_spec(network)  # the file we wrote must be one we accept
+    return network
+
+
+def plan_children(options: DevnetOptions, network: Path) -> list[Child]:
+    d, n, m, p = options.data_dir, options.validators, options.providers, options.base_port
+    (d / "chain").mkdir(exist_ok=True)
+    children = [Child("chain", _validator_argv("localchain", "--port", str(p)),
+                      d / "chain" / "log.txt")]
+    for i in range(n):
+        children.append(Child(f"v{i}", _validator_argv("join", "--config",
+                                                      str(d / f"v{i}" / "config.toml")),
+                              d / f"v{i}" / "log.txt"))
+    for j in range(m):
+        region, lat, lon = REGIONS[(j + 1) % len(REGIONS)]
+        folder = d / f"p{j}"
+        folder.mkdir(exist_ok=True)
+        children.append(Child(f"p{j}", _validator_argv(
+            "provide", "--network", str(network), "--key", str(folder / "provider.key"),
+            "--listen", f"/ip4/127.0.0.1/tcp/{p + 1 + 2 * n + j}",
+            "--data-host", "127.0.0.1", "--data-port", str(p + 1 + 2 * n + m + j),
+            "--region", region, "--lat", str(lat + 0.01 * j), "--lon", str(lon)),
+            folder / "log.txt"))
+    return children
+
+
+def _start(child: Child) -> None:
+    log = open(child.log_path, "ab")
+    child.stdout = open(child.log_path.with_name("stdout.txt"), "wb")
+    child.process = subprocess.Popen(child.argv, stdin=subprocess.DEVNULL, stdout=child.stdout,
+                                     stderr=log, start_new_session=True,
+                                     preexec_fn=_set_parent_death_signal)
+    log.close()
+    child.log_path.with_name("pid").write_text(f"{child.process.pid}\n")
+
+
+def _wait_http(url: str, deadline: float, child: Child) -> bool:
+    while time.time() < deadline:
+        if child.process is not None and child.process.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def _wait_rpc(url: str, deadline: float, child: Child) -> bool:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "getHealth"}).encode()
+    while time.time() < deadline:
+        if child.process is not None and child.process.poll() is not None:
+            return False
+        try:
+            request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=1) as response:
+                if json.load(response).get("result") == "ok":
+                    return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def stop_all(children: list[Child]) -> None:
+    """SIGTERM everyone (providers first, chain last), then SIGKILL what is left."""
+    for child in reversed(children):
+        if child.process is not None and child.process.poll() is None:
+            child.process.terminate()
+    deadline = time.time() + STOP_GRACE_SECONDS
+    for child in reversed(children):
+        if child.process is None:
+            continue
+        try:
+            child.process.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+
+
+def run_devnet(options: DevnetOptions) -> int:
+    network = write_network(options)
+    children = plan_children(options, network)
+    stop = {"signal": 0}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop["signal"] = signum
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    n, p = options.validators, options.base_port
+    try:
+        chain = children[0]
+        _start(chain)
+        if not _wait_rpc(f"http://127.0.0.1:{p}", time.time() + 30, chain):
+            raise DevnetError(f"the local chain did not start; see {chain.log_path}")
+        print(f"local chain   http://127.0.0.1:{p}", flush=True)
+        for child in children[1:]:
+            _start(child)
+        for i in range(n):
+            child = children[1 + i]
+            url = f"http://127.0.0.1:{p + 1 + n + i}"
+            if not _wait_http(url + "/healthz", time.time() + 60, child):
+                raise DevnetError(f"{child.name} did not start; see {child.log_path}")
+            print(f"validator {child.name:<4}{url}", flush=True)
+        spec = load_spec(network)
+        print(f"network {spec.network_id}: {n} validators (threshold {spec.threshold}), "
+              f"{options.providers} providers, epochs of {spec.epoch_seconds} s from "
+              f"{time.strftime('%H:%M:%S', time.localtime(spec.genesis_time))}; "
+              f"data in {options.data_dir}; Ctrl-C stops everything", flush=True)
+        while not stop["signal"]:
+            for child in children:
+                code = child.process.poll() if child.process else None
+                if code is not None and not child.reported_exit:
+                    child.reported_exit = True
+                    print(f"{child.name} exited with code {code}; log: {child.log_path}; "
+                          f"start it again with: validator {' '.join(child.argv[3:])}", flush=True)
+            time.sleep(0.5)
+        return 0
+    finally:
+        stop_all(children)
+        print("devnet stopped", flush=True)

@@ -1,0 +1,356 @@
+"""The validator service: the trio shell around ``ValidatorCore`` (DESIGN §10).
+
+``Validator.run()`` is one nursery whose body lists the service's loops. The shell reads the
+clock, moves bytes and writes the store; every decision is the core's. The HTTP API and the
+chain poster live on the asyncio side of one bridge and see only immutable snapshots.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import base58
+import structlog
+import trio
+from solders.keypair import Keypair
+
+from p2p.abc import GossipMessage, PeerError, Stream, Transport
+from p2p.host import open_libp2p_host, peer_id_from_seed
+from proofs.codec import pack
+from proofs.errors import DecodeError
+from proofs.messages import FetchRequest, Message, decode_message
+from validator import assignment
+from validator import core as c
+from validator.bridge import open_asyncio_bridge
+from validator.chain import ChainLedger, ChainPoster, ReportPost
+from validator.config import NodeConfig
+from validator.keys import read_key
+from validator.prober import EpochProber
+from validator.spec import NetworkSpec
+from validator.store import SlashingRefused, Store, StoredFinal
+
+log = structlog.get_logger("validator")
+
+FETCH_PROTOCOL = "/bwpool/fetch/1.0.0"
+TICK_SECONDS = 0.25
+FETCH_QUEUE = 256
+POST_QUEUE = 64
+MIN_PAYER_LAMPORTS = 100_000_000
+
+
+@dataclass(frozen=True)
+class Keys:
+    identity: bytes
+    signing: bytes
+    payer: bytes
+
+
+def load_keys(config: NodeConfig) -> Keys:
+    return Keys(read_key(config.identity_key), read_key(config.signing_key),
+                read_key(config.payer_key))
+
+
+class Validator:
+    def __init__(self, config: NodeConfig, spec: NetworkSpec, keys: Keys) -> None:
+        self.config = config
+        self.spec = spec
+        self.keys = keys
+        self.core = c.ValidatorCore(spec, keys.signing)
+        self.store = Store(config.db_path)
+        self.core.restore(self.store.registrations(),
+                          self.store.bundles_since(0),
+                          self.store.finals(),
+                          self.store.signed_headers())
+        self.rpc_url = config.rpc_url or spec.rpc_url
+        self.identity = peer_id_from_seed(keys.identity)
+        self.transport: Transport | None = None
+        self.phase = "starting"
+        self.http_port: int | None = None
+        self._checked: OrderedDict[bytes, Message] = OrderedDict()
+        self._fetch_send, self._fetch_recv = trio.open_memory_channel[FetchRequest](FETCH_QUEUE)
+        self._post_send, self._post_recv = trio.open_memory_channel[int](POST_QUEUE)
+        self._ledger = ChainLedger(config.db_path)
+        self._status: dict[str, Any] = {}  # replaced whole, never mutated: the API reads it
+        self._members_by_identity = {v.identity for v in spec.validators}
+        self._throughput_lock = trio.Lock()  # one throughput probe at a time: they share a link
+
+    # -- the table of contents ------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        bootstrap = [a for v in self.spec.validators if v.signing_key != self.core.me
+                     for a in v.addrs]
+        async with open_libp2p_host(self.keys.identity, self.config.listen,
+                                    bootstrap=bootstrap) as transport, \
+                open_asyncio_bridge() as bridge, trio.open_nursery() as nursery:
+            self.transport = transport
+            transport.set_stream_handler(FETCH_PROTOCOL, self._serve_fetch)
+            for topic in c.TOPICS:
+                channel = await transport.subscribe(self.spec.topic(topic),
+                                                    self._validator_for(topic),
+                                                    c.MAX_BYTES[topic])
+                nursery.start_soon(self._gossip_loop, topic, channel)
+            nursery.start_soon(self._tick_loop)
+            nursery.start_soon(self._probe_loop)
+            nursery.start_soon(self._fetch_loop)
+            nursery.start_soon(self._catch_up)
+            nursery.start_soon(self._post_loop, bridge)
+            self.http_port = await self._start_api(bridge)
+            self._refresh_status()
+            log.info("validator_started", identity=self.identity,
+                     signing_key=base58.b58encode(self.core.me).decode(),
+                     listen=transport.listen_addrs(),
+                     http=f"http://{self.config.http_host}:{self.http_port}")
+            task_status.started(self.http_port)
+
+    # -- actions --------------------------------------------------------------------------
+    async def _act(self, actions: list[c.Action]) -> None:
+        for action in actions:
+            if isinstance(action, c.Publish):
+                await self._publish(action.topic, action.data)
+            elif isinstance(action, c.SaveRegistration):
+                self.store.put_registration(action.registration.provider,
+                                            action.registration.issued_at,
+                                            action.registration.encode())
+            elif isinstance(action, c.SaveBundle):
+                self.store.put_bundle(action.bundle.epoch, action.bundle.validator,
+                                      action.bundle.hash(), action.bundle.encode())
+            elif isinstance(action, c.SignHeader):
+                try:
+                    self.store.record_signed_header(action.epoch, action.header_hash)
+                except SlashingRefused as exc:
+                    self.core.dropped["slashing_refused"] += 1
+                    log.error("slashing_refused", epoch=action.epoch, detail=str(exc))
+                    continue
+                log.info("header_signed", epoch=action.epoch,
+                         header=action.header_hash.hex()[:16])
+                await self._publish("signatures", action.message.encode())
+            elif isinstance(action, c.SaveFinal):
+                self._save_final(action.final, action.new)
+            elif isinstance(action, c.SaveEvidence):
+                log.warning("evidence", kind=action.kind, epoch=action.epoch,
+                            offender=base58.b58encode(action.offender).decode())
+                self.store.put_evidence(action.kind, action.epoch, action.offender,
+                                        action.first, action.second)
+            elif isinstance(action, c.Fetch):
+                try:
+                    self._fetch_send.send_nowait(action.request)
+                except trio.WouldBlock:
+                    self.core.dropped["fetch_queue_full"] += 1
+
+    async def _publish(self, topic: str, data: bytes) -> None:
+        assert self.transport is not None
+        try:
+            await self.transport.publish(self.spec.topic(topic), data)
+        except PeerError as exc:
+            self.core.dropped[f"publish_failed:{topic}"] += 1
+            log.warning("publish_failed", topic=topic, detail=str(exc))
+
+    def _save_final(self, final: StoredFinal, new: bool) -> None:
+        if new:
+            if self.store.put_final(final):
+                log.info("report_final", epoch=final.epoch, signatures=len(final.signatures),
+                         records=len(final.records), header=final.header_hash.hex()[:16])
+            try:
+                self._post_send.send_nowait(final.epoch)
+            except trio.WouldBlock:
+                self.core.dropped["post_queue_full"] += 1  # re-queued by the post loop's scan
+        else:
+            self.store.add_final_signatures(final.epoch, final.signatures)
+
+    # -- gossip ---------------------------------------------------------------------------
+    def _validator_for(self, topic: str) -> Any:
+        def validate(from_peer: str, data: bytes) -> bool:
+            msg = self.core.check(topic, data)
+            if msg is None:
+                return False
+            key = c.sha256(data)
+            self._checked[key] = msg
+            while len(self._checked) > 4096:
+                self._checked.popitem(last=False)
+            return True
+        return validate
+
+    async def _gossip_loop(self, topic: str,
+                           channel: trio.MemoryReceiveChannel[GossipMessage]) -> None:
+        async for message in channel:
+            msg = self._checked.pop(c.sha256(message.data), None)
+            if msg is None:
+                msg = self.core.check(topic, message.data)
+                if msg is None:
+                    continue
+            await self._act(self.core.on_message(msg, time.time()))
+
+    # -- timers ---------------------------------------------------------------------------
+    async def _tick_loop(self) -> None:
+        while True:
+            now = time.time()
+            await self._act(self.core.on_tick(now))
+            self._refresh_status(now)
+            await trio.sleep(TICK_SECONDS)
+
+    def _phase(self, now: float) -> str:
+        epoch = self.spec.epoch_at(now)
+        if epoch < 0:
+            return "waiting_for_genesis"
+        into = now - self.spec.epoch_start(epoch)
+        if epoch - 1 >= 0 and epoch - 1 not in self.core.finals:
+            return "collecting" if into < self.spec.collect_seconds else "agreeing"
+        return "probing"
+
+    def _refresh_status(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        last_final = max(self.core.finals, default=None)
+        transport = self.transport
+        dropped = dict(self.core.dropped)
+        if transport is not None:
+            dropped.update({f"p2p:{k}": v for k, v in transport.statistics().items() if v})
+        self._status = {
+            "network_id": self.spec.network_id,
+            "config_digest": self.spec.config_digest.hex(),
+            "identity": self.identity,
+            "signing_key": base58.b58encode(self.core.me).decode(),
+            "listen_addrs": transport.listen_addrs() if transport else [],
+            "epoch": self.spec.epoch_at(now),
+            "phase": self._phase(now),
+            "peers": len(transport.connected_peers()) if transport else 0,
+            "providers": len(self.core.registrations),
+            "last_final_epoch": last_final,
+            "chain": {"rpc_url": self.rpc_url,
+                      "last_posted_epoch": self._ledger.last_posted_epoch(),
+                      "last_error": self._ledger.last_error()},
+            "dropped": dropped,
+        }
+
+    # -- probes ---------------------------------------------------------------------------
+    async def _probe_loop(self) -> None:
+        assert self.transport is not None
+        now = time.time()
+        epoch = max(0, self.spec.epoch_at(now))
+        while True:
+            start, end = self.spec.epoch_start(epoch), self.spec.epoch_end(epoch)
+            if time.time() < start:
+                await trio.sleep(start - time.time())
+            providers = self.core.assignment(epoch)
+            prober = EpochProber(self.transport, self.spec, epoch=epoch,
+                                 validator_seed=self.keys.signing, providers=providers,
+                                 seed=self.core.epoch_seed(epoch), now=time.time,
+                                 throughput_lock=self._throughput_lock)
+            log.info("epoch_probing", epoch=epoch, providers=len(providers))
+            await prober.run(start, end)
+            for reason, count in prober.dropped.items():
+                self.core.dropped[f"probe:{reason}"] += count
+            observations = prober.observations()
+            for obs in observations:
+                self.store.put_observation(epoch, obs.provider, pack(obs.to_list()))
+            await self._act(self.core.bundle_ready(epoch, observations, time.time()))
+            epoch += 1
+
+    # -- fetch protocol ---------------------------------------------------------------------
+    async def _serve_fetch(self, stream: Stream) -> None:
+        if stream.remote_peer not in self._members_by_identity:
+            self.core.dropped["fetch_from_non_member"] += 1
+            return
+        data = await stream.read_frame(256)
+        try:
+            request = decode_message(data, 256)
+        except DecodeError as exc:
+            self.core.dropped[f"fetch:{exc.reason}"] += 1
+            return
+        if not isinstance(request, FetchRequest):
+            self.core.dropped["fetch:wrong_type"] += 1
+            return
+        answer = self.core.answer_fetch(request)
+        await stream.write_frame(answer or b"")
+
+    async def _fetch_loop(self) -> None:
+        assert self.transport is not None
+        recent: dict[FetchRequest, float] = {}
+        async for request in self._fetch_recv:
+            now = time.time()
+            if now - recent.get(request, 0.0) < 2.0:
+                continue  # the same fetch asked again within 2 s is already under way
+            recent[request] = now
+            if len(recent) > 1024:
+                recent = {r: t for r, t in recent.items() if now - t < 10}
+            peers = [p for p in self.transport.connected_peers()
+                     if p in self._members_by_identity]
+            random.shuffle(peers)
+            for peer in peers[:3]:
+                data = await self._fetch_from(peer, request)
+                if data:
+                    await self._act(self.core.on_fetched(request, data, time.time()))
+                    break
+
+    async def _fetch_from(self, peer: str, request: FetchRequest) -> bytes:
+        assert self.transport is not None
+        stream: Stream | None = None
+        try:
+            with trio.fail_after(5):
+                stream = await self.transport.open_stream(peer, FETCH_PROTOCOL)
+                await stream.write_frame(request.encode())
+                return await stream.read_frame(c.MAX_BYTES["finals"])
+        except (PeerError, trio.TooSlowError) as exc:
+            self.core.dropped["fetch_failed"] += 1
+            log.debug("fetch_failed", peer=peer, detail=str(exc))
+            return b""
+        finally:
+            if stream is not None:
+                await stream.aclose()
+
+    async def _catch_up(self) -> None:
+        """After a start, ask peers for the final reports finalized while we were away."""
+        assert self.transport is not None
+        while True:
+            current = self.spec.epoch_at(time.time())
+            last = max(self.core.finals, default=-1)
+            for epoch in range(max(last + 1, current - 16), current):
+                try:
+                    self._fetch_send.send_nowait(FetchRequest("final", epoch, b""))
+                except trio.WouldBlock:
+                    break
+            await trio.sleep(max(self.spec.epoch_seconds / 2, 2))
+
+    # -- chain ------------------------------------------------------------------------------
+    async def _post_loop(self, bridge: Any) -> None:
+        # A post carrying `threshold` signatures is final for the pool: one is enough.
+        poster = ChainPoster(self.rpc_url, Keypair.from_seed(self.keys.payer), self._ledger,
+                             min_signatures=self.spec.threshold)
+        if self.config.airdrop:
+            await bridge.run(poster.ensure_funded, MIN_PAYER_LAMPORTS)
+        # Reports finalized but not confirmed before a restart are posted again (idempotent).
+        for final in self.store.finals():
+            entry = self._ledger.get(final.epoch)
+            if entry is None or entry.status != "confirmed":
+                try:
+                    self._post_send.send_nowait(final.epoch)
+                except trio.WouldBlock:
+                    break
+        async for epoch in self._post_recv:
+            final = self.store.final(epoch)
+            if final is None:
+                continue
+            await self._stagger(epoch)
+            post = ReportPost(epoch=epoch, header=final.header,
+                              signatures=final.signatures[:8],
+                              config_digest=self.spec.config_digest)
+            outcome = await bridge.run(poster.post, post)
+            log.info("report_posted", epoch=epoch, status=outcome.status, tx=outcome.tx,
+                     error=outcome.error)
+
+    async def _stagger(self, epoch: int) -> None:
+        """The epoch's first leader posts at once; the others wait their turn, so that usually
+        one transaction lands and the rest find it on chain (the poster checks first)."""
+        order = list(assignment.leader_order(self.spec, self.core.epoch_seed(epoch)))
+        rank = order.index(self.core.me)
+        await trio.sleep(rank * self.spec.proposal_timeout_seconds)
+
+    # -- HTTP ----------------------------------------------------------------------------------
+    async def _start_api(self, bridge: Any) -> int:
+        from validator.api import make_app, start_api
+
+        app = make_app(self.config.db_path, self.spec, lambda: self._status)
+        _, port = await bridge.run(start_api, app, self.config.http_host, self.config.http_port)
+        return int(port)

@@ -1,0 +1,464 @@
+"""The provider agent (``validator provide``): answers probes with the provider's own key.
+
+What it owns:
+
+- the key file (32-byte ed25519 seed, hex, mode 0600): the same seed is the libp2p identity,
+  so a Noise-authenticated stream proves the registered key is on the other end;
+- ``ProbeService``: the ``/bwpool/probe/1.0.0`` control plane (heartbeat, echo, info,
+  throughput sessions) and the plain-TCP data port (keystream out, upload digest in);
+- the signed ``Registration``, published on the registrations topic when peers connect and
+  again every epoch.
+
+Everything a remote peer sends is bounded (frame sizes, requests per stream, sessions per peer
+and in total, token lifetime, data connections, stream durations) and its failures are counted
+in ``ProbeService.dropped`` by reason; none of them stops the agent. Operator mistakes (key
+file, payout, coordinates, ports) raise ``ProviderConfigError`` before anything is served.
+
+Cheating providers for the adversarial tests subclass ``ProbeService`` in tests/, overriding
+``heartbeat_signature``, ``send_down`` or ``receive_up``; nothing here knows about them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+import socket
+import time
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import base58
+import structlog
+import trio
+
+from p2p.abc import P2PError, PeerError, Stream, StreamClosed, Transport
+from proofs import probe as wire
+from proofs.challenges import Keystream, sign_heartbeat
+from proofs.errors import DecodeError
+from proofs.messages import MAX_REGISTRATION_BYTES, MAX_TEXT, Registration
+from proofs.signing import public_key
+from validator import keys
+from validator.spec import NetworkSpec
+
+log = structlog.get_logger(__name__)
+
+IO_SIZE = 1 << 20
+MAX_REQUESTS_PER_STREAM = 256
+# A control stream idles while its data session runs (up to MAX_WINDOW_MS), then asks for the
+# upload result: the idle limit must cover that.
+STREAM_IDLE_SECONDS = wire.MAX_WINDOW_MS / 1000 + 15.0
+TOKEN_TTL_SECONDS = 10.0  # a token must be presented (and an up result fetched) within this
+MAX_SESSIONS = 32
+MAX_SESSIONS_PER_PEER = 4
+MAX_DATA_CONNECTIONS = 8
+TOKEN_READ_SECONDS = 5.0
+DATA_SLACK_SECONDS = 5.0  # a data session outlives its requested window by at most this
+PUBLISH_SETTLE_SECONDS = 1.0  # without wait_for_mesh: about one gossipsub heartbeat
+MESH_WAIT_SECONDS = 10.0
+PEER_POLL_SECONDS = 1.0
+
+
+class ProviderConfigError(Exception):
+    """The operator's input is wrong; the message says what and how to fix it."""
+
+
+@dataclass(frozen=True)
+class ProviderOptions:
+    key_path: Path
+    listen: str = "/ip4/127.0.0.1/tcp/0"
+    data_host: str = "127.0.0.1"
+    data_port: int = 0
+    payout: str | None = None  # base58 Solana address; default: the provider key itself
+    region: str = ""
+    lat: float = 0.0
+    lon: float = 0.0
+
+
+# -- operator input ----------------------------------------------------------------------------
+def load_or_create_key(path: Path) -> bytes:
+    """Read the 32-byte seed (hex, mode 0600) at ``path``, or create it if missing.
+
+    Refuses a key file that group or others can access: a leaked provider key lets anyone
+    answer this provider's heartbeats. The file format is ``validator.keys``'s.
+    """
+    try:
+        return keys.load_or_create_key(path)
+    except keys.KeyFileError as error:
+        raise ProviderConfigError(str(error)) from None
+    except OSError as error:
+        raise ProviderConfigError(f"{path}: cannot use key file ({error.strerror})") from None
+
+
+def parse_payout(text: str | None, provider_key: bytes) -> bytes:
+    """A base58 Solana address (32 bytes); without one, the provider key (also an address)."""
+    if text is None or text == "":
+        return provider_key
+    try:
+        raw = base58.b58decode(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ProviderConfigError(
+            f"--payout {text!r}: not a base58 Solana address (32 bytes); copy it from your "
+            "wallet, or leave it out to be paid at the provider key")
+    return raw
+
+
+def microdegrees(value: float, limit: int, name: str) -> int:
+    if not math.isfinite(value) or abs(value) > limit:
+        raise ProviderConfigError(f"--{name} {value}: must be between -{limit} and {limit}")
+    return round(value * 1_000_000)
+
+
+def build_registration(seed: bytes, network_id: str, options: ProviderOptions, multiaddr: str,
+                       data_port: int, issued_at: int) -> Registration:
+    """The signed registration; raises ProviderConfigError if a field cannot be encoded."""
+    key = public_key(seed)
+    if len(options.region) > 64:
+        raise ProviderConfigError(f"--region {options.region!r}: at most 64 characters")
+    for text, what in ((multiaddr, "listen multiaddr"), (options.data_host, "--data-host")):
+        if len(text) > MAX_TEXT:
+            raise ProviderConfigError(f"{what} is longer than {MAX_TEXT} characters")
+    registration = Registration(
+        network_id=network_id, provider=key, payout=parse_payout(options.payout, key),
+        region=options.region, lat_microdeg=microdegrees(options.lat, 90, "lat"),
+        lon_microdeg=microdegrees(options.lon, 180, "lon"), multiaddr=multiaddr,
+        data_host=options.data_host, data_port=data_port, issued_at=issued_at,
+    ).signed_by(seed)
+    if len(registration.encode()) > MAX_REGISTRATION_BYTES:
+        raise ProviderConfigError("registration exceeds its size limit: shorten --region")
+    return registration
+
+
+def open_data_listener(host: str, port: int) -> trio.SocketListener:
+    """One TCP listener on ``host:port`` (port 0: a free port). ProviderConfigError if taken."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as error:
+        raise ProviderConfigError(f"--data-host {host!r}: cannot resolve ({error})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as error:
+        sock.close()
+        raise ProviderConfigError(
+            f"cannot listen on {host}:{port} ({error.strerror}); choose another --data-port "
+            "or stop the process using it") from None
+    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+
+
+# -- sessions ----------------------------------------------------------------------------------
+@dataclass
+class Session:
+    """A throughput session handed out on the control plane, claimed on the data port."""
+
+    token: bytes
+    peer: str
+    kind: str  # "down" | "up"
+    seed: bytes  # down only
+    duration: float
+    expires_at: float  # trio clock
+    claimed: bool = False
+    done: trio.Event = field(default_factory=trio.Event)
+    result: tuple[int, bytes] = (0, b"")  # up: byte count and digest
+
+
+# -- the service -------------------------------------------------------------------------------
+class ProbeService:
+    """Serves the probe protocol and the data port for one provider key."""
+
+    def __init__(self, seed: bytes, network_id: str,
+                 registration: Registration | None = None) -> None:
+        self.seed = seed
+        self.network_id = network_id
+        self.registration = registration
+        self.dropped: dict[str, int] = {}
+        self._sessions: dict[bytes, Session] = {}
+        self._data_connections = 0
+
+    def statistics(self) -> dict[str, int]:
+        return dict(self.dropped, sessions=len(self._sessions),
+                    data_connections=self._data_connections)
+
+    def _drop(self, reason: str, peer: str = "") -> None:
+        count = self.dropped.get(reason, 0) + 1
+        self.dropped[reason] = count
+        if count == 1:
+            log.info(reason, peer=peer)
+
+    # -- hooks a (test) subclass may override ------------------------------------------------
+    def heartbeat_signature(self, request: wire.HeartbeatRequest) -> bytes:
+        return sign_heartbeat(self.seed, self.network_id, request.epoch, request.nonce,
+                              request.validator_key)
+
+    async def send_down(self, stream: trio.SocketStream, session: Session) -> None:
+        """Stream ``Keystream(seed)`` until the reader closes or the session's time is up."""
+        keystream = Keystream(session.seed)
+        block = bytearray(IO_SIZE)
+        view = memoryview(block)
+        with trio.move_on_after(session.duration + DATA_SLACK_SECONDS):
+            while True:
+                keystream.next_into(block)
+                offset = 0
+                while offset < IO_SIZE:
+                    offset += await stream.socket.send(view[offset:])
+
+    async def receive_up(self, stream: trio.SocketStream, session: Session) -> tuple[int, bytes]:
+        """Read to EOF (or the session's time limit); the byte count and BLAKE2b-256 digest."""
+        hasher = hashlib.blake2b(digest_size=wire.DIGEST_SIZE)
+        buffer = bytearray(IO_SIZE)
+        view = memoryview(buffer)
+        total = 0
+        with trio.move_on_after(session.duration + DATA_SLACK_SECONDS):
+            while n := await stream.socket.recv_into(buffer):
+                hasher.update(view[:n])
+                total += n
+        return total, hasher.digest()
+
+    # -- control plane -----------------------------------------------------------------------
+    async def handle_stream(self, stream: Stream) -> None:
+        """Answer requests on one stream until it ends, idles out or hits its request limit."""
+        peer = stream.remote_peer
+        for _ in range(MAX_REQUESTS_PER_STREAM):
+            try:
+                with trio.fail_after(STREAM_IDLE_SECONDS):
+                    frame = await stream.read_frame(wire.MAX_REQUEST_BYTES)
+            except StreamClosed:
+                return  # the prober is done: the normal end
+            except (PeerError, trio.TooSlowError) as error:
+                self._drop("stream_" + type(error).__name__, peer)
+                return
+            try:
+                request = wire.decode_request(frame)
+            except DecodeError as error:
+                self._drop(f"decode_{error.reason}", peer)
+                await self._reply(stream, wire.ErrorReply("malformed"))
+                return
+            if not await self._reply(stream, await self.answer(request, peer)):
+                return
+        self._drop("requests_per_stream", peer)
+
+    async def _reply(self, stream: Stream, reply: wire.Response) -> bool:
+        try:
+            await stream.write_frame(reply.encode())
+        except PeerError:
+            self._drop("reply_failed", stream.remote_peer)
+            return False
+        return True
+
+    async def answer(self, request: wire.Request, peer: str) -> wire.Response:
+        """The reply to one decoded request from ``peer``."""
+        if isinstance(request, wire.HeartbeatRequest):
+            return wire.HeartbeatReply(self.heartbeat_signature(request))
+        if isinstance(request, wire.EchoRequest):
+            return wire.EchoReply(request.payload)
+        if isinstance(request, wire.InfoRequest):
+            if self.registration is None:
+                return wire.ErrorReply("not_registered")
+            return wire.InfoReply(self.registration)
+        if isinstance(request, wire.DownRequest):
+            return self._new_session(peer, "down", request.seed, request.duration_ms)
+        if isinstance(request, wire.UpRequest):
+            return self._new_session(peer, "up", b"", request.duration_ms)
+        return await self._up_result(request, peer)
+
+    def _new_session(self, peer: str, kind: str, seed: bytes,
+                     duration_ms: int) -> wire.Response:
+        now = trio.current_time()
+        for token in [t for t, s in self._sessions.items() if s.expires_at < now]:
+            del self._sessions[token]
+        if (len(self._sessions) >= MAX_SESSIONS
+                or sum(s.peer == peer for s in self._sessions.values()) >= MAX_SESSIONS_PER_PEER):
+            self._drop("sessions_full", peer)
+            return wire.ErrorReply("busy")
+        token = secrets.token_bytes(wire.TOKEN_SIZE)
+        duration = duration_ms / 1000
+        # An up session stays until its result is fetched, at most TTL after its data ends.
+        ttl = TOKEN_TTL_SECONDS + (duration + DATA_SLACK_SECONDS if kind == "up" else 0)
+        self._sessions[token] = Session(token, peer, kind, seed, duration, now + ttl)
+        return wire.SessionReply(token)
+
+    async def _up_result(self, request: wire.UpResultRequest, peer: str) -> wire.Response:
+        session = self._sessions.get(request.token)
+        if session is None or session.peer != peer or session.kind != "up":
+            self._drop("unknown_token", peer)
+            return wire.ErrorReply("unknown_token")
+        # Normally the upload has ended when this arrives; a slow link may still be draining.
+        with trio.move_on_after(session.duration + DATA_SLACK_SECONDS):
+            await session.done.wait()
+        if not session.done.is_set():
+            return wire.ErrorReply("upload_unfinished")
+        self._sessions.pop(request.token, None)
+        count, digest = session.result
+        return wire.UpReport(count, digest)
+
+    # -- data plane --------------------------------------------------------------------------
+    async def serve_data(self, listener: trio.SocketListener, *,
+                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await trio.serve_listeners(self._handle_data, [listener], task_status=task_status)
+
+    async def _handle_data(self, stream: trio.SocketStream) -> None:
+        if self._data_connections >= MAX_DATA_CONNECTIONS:
+            self._drop("data_connections_full")
+            await trio.aclose_forcefully(stream)
+            return
+        self._data_connections += 1
+        session: Session | None = None
+        try:
+            token = await self._read_token(stream)
+            session = self._claim(token)
+            if session is None:
+                return
+            if session.kind == "down":
+                await self.send_down(stream, session)
+            else:
+                session.result = await self.receive_up(stream, session)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            # The reader hung up (the normal end of a down stream) or the link failed.
+            pass
+        finally:
+            self._data_connections -= 1
+            if session is not None:
+                session.done.set()
+            await trio.aclose_forcefully(stream)
+
+    async def _read_token(self, stream: trio.SocketStream) -> bytes:
+        token = b""
+        with trio.move_on_after(TOKEN_READ_SECONDS):
+            while len(token) < wire.TOKEN_SIZE:
+                chunk = await stream.receive_some(wire.TOKEN_SIZE - len(token))
+                if not chunk:
+                    break
+                token += chunk
+        return token
+
+    def _claim(self, token: bytes) -> Session | None:
+        """The session for ``token`` if it exists, is unexpired and not yet used (single use)."""
+        session = self._sessions.get(token)
+        if session is None or session.claimed or session.expires_at < trio.current_time():
+            self._drop("bad_token")
+            return None
+        session.claimed = True
+        if session.kind == "down":
+            del self._sessions[token]
+        return session
+
+
+# -- registration gossip -----------------------------------------------------------------------
+async def publish_registrations(transport: Transport, spec: NetworkSpec,
+                                make_registration: Callable[[], Registration],
+                                on_new: Callable[[Registration], None],
+                                now: Callable[[], float]) -> None:
+    """Publish a freshly signed registration when a validator connects and at every epoch.
+
+    Subscribing first lets gossipsub graft us into the topic mesh; what arrives on the topic is
+    other providers' business, so it is drained and discarded. Only validators count as
+    "peers connected": probers with ephemeral identities come and go.
+    """
+    topic = spec.topic("registrations")
+    validators = {v.identity for v in spec.validators} | {
+        addr.rsplit("/p2p/", 1)[1] for v in spec.validators for addr in v.addrs
+        if "/p2p/" in addr}
+    channel = await transport.subscribe(topic, lambda _peer, _data: True, MAX_REGISTRATION_BYTES)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_discard, channel)
+        known: set[str] = set()
+        next_epoch = spec.epoch_start(spec.epoch_at(now()) + 1)
+        while True:
+            peers = set(transport.connected_peers()) & validators
+            due = now() >= next_epoch
+            if peers and (peers - known or due):
+                await _wait_meshed(transport, peers - known, topic)
+                registration = make_registration()
+                on_new(registration)
+                try:
+                    await transport.publish(topic, registration.encode())
+                    log.info("registration_published", peers=len(peers))
+                except P2PError as error:
+                    log.info("registration_publish_failed", error=str(error))
+            known = peers
+            if due:
+                next_epoch = spec.epoch_start(spec.epoch_at(now()) + 1)
+            await trio.sleep(PEER_POLL_SECONDS)
+
+
+async def _wait_meshed(transport: Transport, peers: set[str], topic: str) -> None:
+    """Give new peers time to join our topic mesh, so the publication reaches them.
+
+    ``wait_for_mesh`` is not in ``p2p.abc`` (the libp2p transport has it); without it, or
+    if the mesh does not form in time, publish anyway: the next epoch publishes again.
+    """
+    wait_for_mesh = getattr(transport, "wait_for_mesh", None)
+    with trio.move_on_after(MESH_WAIT_SECONDS):
+        if wait_for_mesh is None:
+            await trio.sleep(PUBLISH_SETTLE_SECONDS)
+            return
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(wait_for_mesh, peer, topic)
+
+
+async def _discard(channel: trio.MemoryReceiveChannel[Any]) -> None:
+    async for _ in channel:
+        pass
+
+
+# -- the agent ---------------------------------------------------------------------------------
+HostOpener = Callable[..., AbstractAsyncContextManager[Transport]]
+
+
+async def run_provider(options: ProviderOptions, spec: NetworkSpec, *,
+                       task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+                       now: Callable[[], float] = time.time,
+                       open_host: HostOpener | None = None,
+                       service_factory: Callable[..., ProbeService] = ProbeService) -> None:
+    """Run the provider agent until cancelled; ``task_status.started(multiaddr)`` once serving.
+
+    ``open_host`` defaults to ``p2p.host.open_libp2p_host`` (the memory network can be passed
+    in simulations); ``service_factory`` lets adversarial tests plug in a cheating service.
+    Raises ProviderConfigError for operator mistakes, before serving anything.
+    """
+    seed = load_or_create_key(options.key_path)
+    parse_payout(options.payout, public_key(seed))
+    microdegrees(options.lat, 90, "lat")
+    microdegrees(options.lon, 180, "lon")
+    if open_host is None:
+        from p2p.host import open_libp2p_host
+
+        open_host = open_libp2p_host
+    bootstrap: Sequence[str] = [a for v in spec.validators for a in v.addrs]
+    listener = open_data_listener(options.data_host, options.data_port)
+    try:
+        async with open_host(seed, options.listen, bootstrap=bootstrap) as transport:
+            addrs = transport.listen_addrs()
+            if not addrs:  # py-libp2p logs a failed listen (port in use) and carries on
+                raise ProviderConfigError(
+                    f"cannot listen on {options.listen} (address in use?); choose another "
+                    "port in --listen or stop the process using it")
+            multiaddr = addrs[0]
+            data_port = listener.socket.getsockname()[1]
+            service = service_factory(seed, spec.network_id)
+
+            def make_registration() -> Registration:
+                return build_registration(seed, spec.network_id, options, multiaddr, data_port,
+                                          int(now()))
+
+            def adopt(registration: Registration) -> None:
+                service.registration = registration
+
+            adopt(make_registration())
+            transport.set_stream_handler(wire.PROTOCOL, service.handle_stream)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(service.serve_data, listener)
+                nursery.start_soon(publish_registrations, transport, spec, make_registration,
+                                   adopt, now)
+                log.info("provider_serving", multiaddr=multiaddr, data_port=data_port)
+                task_status.started(multiaddr)
+    finally:
+        await listener.aclose()

@@ -133,25 +133,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _user_mistake(exc: BaseException) -> str | None:
+    """The one-line message for an operator's mistake, or None for a bug (re-raised)."""
+    from p2p.abc import P2PError, PeerError
     from validator.devnet import DevnetError
     from validator.keys import KeyFileError
     from validator.spec import SpecError
 
+    for leaf in _leaves(exc):
+        if isinstance(leaf, (UsageError, SpecError, KeyFileError, DevnetError)):
+            return str(leaf)
+        if isinstance(leaf, P2PError) and not isinstance(leaf, PeerError):
+            return f"{leaf} (is another process using that port?)"
+        if isinstance(leaf, OSError) and leaf.errno == errno.EADDRINUSE:
+            return f"{leaf.strerror or leaf}; choose another port or stop what uses it"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
-    except (UsageError, SpecError, KeyFileError, DevnetError) as exc:
-        print(f"validator {args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            print(f"validator {args.command}: address already in use ({exc}); choose another "
-                  f"port", file=sys.stderr)
-            return EXIT_USAGE
-        raise
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:  # noqa: BLE001 - sorted into user mistakes and bugs below
+        message = _user_mistake(exc)
+        if message is None:
+            raise
+        print(f"validator {args.command}: {message}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

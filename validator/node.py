@@ -317,7 +317,8 @@ class Validator:
     async def _post_loop(self, bridge: Any) -> None:
         # A post carrying `threshold` signatures is final for the pool: one is enough.
         poster = ChainPoster(self.rpc_url, Keypair.from_seed(self.keys.payer), self._ledger,
-                             min_signatures=self.spec.threshold)
+                             min_signatures=self.spec.threshold,
+                             members=[v.signing_key for v in self.spec.validators])
         if self.config.airdrop:
             await bridge.run(poster.ensure_funded, MIN_PAYER_LAMPORTS)
         # Reports finalized but not confirmed before a restart are posted again (idempotent).
@@ -334,7 +335,7 @@ class Validator:
                 continue
             await self._stagger(epoch)
             post = ReportPost(epoch=epoch, header=final.header,
-                              signatures=final.signatures[:8],
+                              signatures=final.signatures,
                               config_digest=self.spec.config_digest)
             outcome = await bridge.run(poster.post, post)
             log.info("report_posted", epoch=epoch, status=outcome.status, tx=outcome.tx,

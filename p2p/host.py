@@ -39,6 +39,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -132,6 +133,14 @@ _STREAM_ERRORS: tuple[type[BaseException], ...] = (
     MuxedConnError,
 )
 
+# What closing a stream on a dead connection can raise, from any layer below.
+_CLOSE_ERRORS: tuple[type[BaseException], ...] = (
+    *_STREAM_ERRORS,
+    OSError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+)
+
 
 def content_message_id(msg: rpc_pb2.Message) -> bytes:
     """Gossip message id = ``sha256(data)[:20]``: the same bytes are one message whoever sends
@@ -221,10 +230,10 @@ class Libp2pStream(Stream):
         # connection is gone and reset() just releases our side. Never raises (contract).
         try:
             await self._stream.close()
-        except _STREAM_ERRORS:
+        except _CLOSE_ERRORS:
             try:
                 await self._stream.reset()
-            except _STREAM_ERRORS:
+            except _CLOSE_ERRORS:
                 pass
 
 
@@ -312,12 +321,12 @@ class _Pubsub(Pubsub):
         self.on_message(publish_message)
 
 
+@dataclass(frozen=True)
 class _Topic:
     """One joined topic: its size limit and the send side of the application's channel."""
 
-    def __init__(self, max_size: int, send: trio.MemorySendChannel[GossipMessage]) -> None:
-        self.max_size = max_size
-        self.send = send
+    max_size: int
+    send: trio.MemorySendChannel[GossipMessage]
 
 
 class Libp2pTransport(Transport):
@@ -658,6 +667,8 @@ async def open_libp2p_host(
     """
     key_pair = _key_pair(identity_seed)
     own_id = ID.from_pubkey(key_pair.public_key)
+    if not redial_seconds > 0:
+        raise P2PError(f"redial_seconds must be positive, got {redial_seconds}")
     try:
         bootstrap_infos = [_parse_peer_addr(a) for a in bootstrap]
         direct_infos = [_parse_peer_addr(a) for a in direct_peers]

@@ -30,6 +30,7 @@ import hashlib
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Literal
 
 import trio
@@ -147,13 +148,11 @@ class MemoryStream(Stream):
         await trio.lowlevel.checkpoint()
 
 
+@dataclass(frozen=True)
 class _Topic:
-    def __init__(
-        self, validator: TopicValidator, max_size: int, send: trio.MemorySendChannel[GossipMessage]
-    ) -> None:
-        self.validator = validator
-        self.max_size = max_size
-        self.send = send
+    validator: TopicValidator
+    max_size: int
+    send: trio.MemorySendChannel[GossipMessage]
 
 
 class MemoryTransport(Transport):

@@ -61,9 +61,12 @@ class Validator:
         self.keys = keys
         self.core = c.ValidatorCore(spec, keys.signing)
         self.store = Store(config.db_path)
+        # Only what the core still uses: bundles inside its window, finals for seeds, the hash
+        # chain and catch-up answers. Older rows stay in SQLite for the HTTP API.
+        current = max(0, spec.epoch_at(time.time()))
         self.core.restore(self.store.registrations(),
-                          self.store.bundles_since(0),
-                          self.store.finals(),
+                          self.store.bundles_since(current - 2 * c.WINDOW_EPOCHS),
+                          self.store.finals(since_epoch=current - c.CATCH_UP_EPOCHS - 4),
                           self.store.signed_headers())
         self.rpc_url = config.rpc_url or spec.rpc_url
         self.identity = peer_id_from_seed(keys.identity)

@@ -137,7 +137,7 @@ class ValidatorCore:
         for raw in bundles:
             msg = decode_message(raw)
             assert isinstance(msg, MeasurementBundle)
-            self._add_bundle(msg, raw_first=None)
+            self._add_bundle(msg)
         for final in finals:
             self.finals[final.epoch] = final
         self.signed.update(signed)
@@ -271,7 +271,7 @@ class ValidatorCore:
     def _state(self, epoch: int) -> _EpochState:
         return self._epochs.setdefault(epoch, _EpochState())
 
-    def _add_bundle(self, bundle: MeasurementBundle, raw_first: bytes | None) -> list[Action]:
+    def _add_bundle(self, bundle: MeasurementBundle) -> list[Action]:
         state = self._state(bundle.epoch)
         known = state.bundles.get(bundle.validator)
         if known is None:
@@ -293,7 +293,7 @@ class ValidatorCore:
                              bundle.encode())]
 
     def _on_bundle(self, bundle: MeasurementBundle, now: float) -> list[Action]:
-        actions = self._add_bundle(bundle, raw_first=None)
+        actions = self._add_bundle(bundle)
         if actions:
             actions += self._retry_pending(bundle.epoch, now)
         return actions
@@ -308,7 +308,7 @@ class ValidatorCore:
         obs = tuple(sorted(observations, key=lambda o: o.provider))
         bundle = MeasurementBundle(self.spec.config_digest, epoch, self.me, obs).signed_by(
             self._seed)
-        return self._add_bundle(bundle, None) + [Publish("bundles", bundle.encode())]
+        return self._add_bundle(bundle) + [Publish("bundles", bundle.encode())]
 
     # -- header computation -----------------------------------------------------------------
     def compute_header(self, epoch: int, bundles: Iterable[MeasurementBundle]

@@ -437,7 +437,7 @@ async def run_provider(options: ProviderOptions, spec: NetworkSpec, *,
     try:
         async with open_host(seed, options.listen, bootstrap=bootstrap) as transport:
             addrs = transport.listen_addrs()
-            if not addrs:  # py-libp2p logs a failed listen (port in use) and carries on
+            if not addrs:  # an injected transport may not listen; p2p.host raises instead
                 raise ProviderConfigError(
                     f"cannot listen on {options.listen} (address in use?); choose another "
                     "port in --listen or stop the process using it")

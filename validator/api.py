@@ -238,6 +238,12 @@ class _Api:
         provider = parse_key(request.match_info["provider"])
         return await self._view(lambda conn: views.epoch_proof(conn, epoch, provider))
 
+    async def evidence(self, request: web.Request) -> web.Response:
+        limit = query_limit(request, DEFAULT_EPOCH_LIMIT)
+        text = _query_one(request, "before")
+        before = None if text is None else parse_epoch(text, "before")
+        return await self._view(lambda conn: views.evidence_list(conn, limit, before))
+
     async def providers(self, request: web.Request) -> web.Response:
         limit = query_limit(request, DEFAULT_PROVIDER_LIMIT)
         text = _query_one(request, "after")
@@ -295,7 +301,8 @@ def make_app(db_path: Path, spec: NetworkSpec,
             ("/status", api.status), ("/network", api.network), ("/healthz", api.healthz),
             ("/epochs", api.epochs), ("/epochs/{epoch}", api.epoch),
             ("/epochs/{epoch}/proof/{provider}", api.proof),
-            ("/providers", api.providers), ("/providers/{key}", api.provider)):
+            ("/providers", api.providers), ("/providers/{key}", api.provider),
+            ("/evidence", api.evidence)):
         app.router.add_get(path, handler)  # GET also answers HEAD
 
     async def close_pool(_: web.Application) -> None:

@@ -340,3 +340,18 @@ def _observation_in(data: bytes, epoch: int,
     if i < len(keys) and keys[i] == provider:
         return bundle.validator, bundle.observations[i]
     return None
+
+
+def evidence_list(conn: sqlite3.Connection, limit: int, before: int | None) -> list[Json]:
+    """Equivocation evidence, newest epoch first: two different signed messages of one kind
+    from one validator for one epoch (``first``/``second`` are the raw messages, hex, so
+    anyone can re-verify both signatures). ``offender`` is null for conflicting final
+    reports, which no single validator signed alone."""
+    where, args = ("WHERE epoch < ?", [before]) if before is not None else ("", [])
+    rows = conn.execute(
+        f"SELECT kind, epoch, offender, first, second, recorded_at FROM evidence {where} "
+        "ORDER BY epoch DESC, kind, offender LIMIT ?", (*args, limit))
+    return [{"kind": kind, "epoch": epoch,
+             "offender": None if offender == bytes(32) else base58.b58encode(offender).decode(),
+             "first": first.hex(), "second": second.hex(), "recorded_at": recorded_at}
+            for kind, epoch, offender, first, second, recorded_at in rows]

@@ -10,8 +10,9 @@ from __future__ import annotations
 import random
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Sequence
 
 import base58
 import structlog
@@ -22,7 +23,7 @@ from p2p.abc import GossipMessage, PeerError, Stream, Transport
 from p2p.host import open_libp2p_host, peer_id_from_seed
 from proofs.codec import pack
 from proofs.errors import DecodeError
-from proofs.messages import FetchRequest, Message, decode_message
+from proofs.messages import FetchRequest, Message, Observation, Registration, decode_message
 from validator import assignment
 from validator import core as c
 from validator.bridge import open_asyncio_bridge
@@ -42,6 +43,41 @@ POST_QUEUE = 64
 MIN_PAYER_LAMPORTS = 100_000_000
 
 
+OpenTransport = Callable[[bytes, str, Sequence[str]], AbstractAsyncContextManager[Transport]]
+# (validator, epoch, providers, epoch seed, start, end) -> (observations, drops by reason)
+Measure = Callable[["Validator", int, Sequence[Registration], bytes, float, float],
+                   Awaitable[tuple[tuple[Observation, ...], dict[str, int]]]]
+
+
+def _libp2p(seed: bytes, listen: str, bootstrap: Sequence[str]
+            ) -> AbstractAsyncContextManager[Transport]:
+    return open_libp2p_host(seed, listen, bootstrap=bootstrap)
+
+
+async def probe_epoch(node: "Validator", epoch: int, providers: Sequence[Registration],
+                      seed: bytes, start: float, end: float
+                      ) -> tuple[tuple[Observation, ...], dict[str, int]]:
+    """The real measurement: heartbeats, echo and throughput over the network."""
+    assert node.transport is not None
+    prober = EpochProber(node.transport, node.spec, epoch=epoch,
+                         validator_seed=node.keys.signing, providers=providers, seed=seed,
+                         now=node.now, throughput_lock=node.throughput_lock)
+    await prober.run(start, end)
+    return prober.observations(), dict(prober.dropped)
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What the shell takes from the world. The defaults are the real ones; simulations pass
+    the in-memory network, trio's (virtual) clock and synthetic measurements."""
+
+    open_transport: OpenTransport = _libp2p
+    clock: Callable[[], float] = time.time
+    measure: Measure = probe_epoch
+    asyncio_services: bool = True  # the HTTP API and the chain poster, behind the bridge
+    identity: Callable[[bytes], str] = field(default=peer_id_from_seed)
+
+
 @dataclass(frozen=True)
 class Keys:
     identity: bytes
@@ -55,7 +91,10 @@ def load_keys(config: NodeConfig) -> Keys:
 
 
 class Validator:
-    def __init__(self, config: NodeConfig, spec: NetworkSpec, keys: Keys) -> None:
+    def __init__(self, config: NodeConfig, spec: NetworkSpec, keys: Keys,
+                 env: Environment = Environment()) -> None:
+        self.env = env
+        self.now = env.clock
         self.config = config
         self.spec = spec
         self.keys = keys
@@ -63,13 +102,13 @@ class Validator:
         self.store = Store(config.db_path)
         # Only what the core still uses: bundles inside its window, finals for seeds, the hash
         # chain and catch-up answers. Older rows stay in SQLite for the HTTP API.
-        current = max(0, spec.epoch_at(time.time()))
+        current = max(0, spec.epoch_at(self.now()))
         self.core.restore(self.store.registrations(),
                           self.store.bundles_since(current - 2 * c.WINDOW_EPOCHS),
                           self.store.finals(since_epoch=current - c.CATCH_UP_EPOCHS - 4),
                           self.store.signed_headers())
         self.rpc_url = config.rpc_url or spec.rpc_url
-        self.identity = peer_id_from_seed(keys.identity)
+        self.identity = env.identity(keys.identity)
         self.transport: Transport | None = None
         self.phase = "starting"
         self.http_port: int | None = None
@@ -79,15 +118,15 @@ class Validator:
         self._ledger = ChainLedger(config.db_path)
         self._status: dict[str, Any] = {}  # replaced whole, never mutated: the API reads it
         self._members_by_identity = {v.identity for v in spec.validators}
-        self._throughput_lock = trio.Lock()  # one throughput probe at a time: they share a link
+        self.throughput_lock = trio.Lock()  # one throughput probe at a time: they share a link
 
     # -- the table of contents ------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         bootstrap = [a for v in self.spec.validators if v.signing_key != self.core.me
                      for a in v.addrs]
-        async with open_libp2p_host(self.keys.identity, self.config.listen,
-                                    bootstrap=bootstrap) as transport, \
-                open_asyncio_bridge() as bridge, trio.open_nursery() as nursery:
+        async with self.env.open_transport(self.keys.identity, self.config.listen,
+                                           bootstrap) as transport, \
+                trio.open_nursery() as nursery:
             self.transport = transport
             transport.set_stream_handler(FETCH_PROTOCOL, self._serve_fetch)
             for topic in c.TOPICS:
@@ -99,8 +138,8 @@ class Validator:
             nursery.start_soon(self._probe_loop)
             nursery.start_soon(self._fetch_loop)
             nursery.start_soon(self._catch_up)
-            nursery.start_soon(self._post_loop, bridge)
-            self.http_port = await self._start_api(bridge)
+            if self.env.asyncio_services:
+                await nursery.start(self._asyncio_services)
             self._refresh_status()
             log.info("validator_started", identity=self.identity,
                      signing_key=base58.b58encode(self.core.me).decode(),
@@ -184,12 +223,12 @@ class Validator:
                 msg = self.core.check(topic, message.data)
                 if msg is None:
                     continue
-            await self._act(self.core.on_message(msg, time.time()))
+            await self._act(self.core.on_message(msg, self.now()))
 
     # -- timers ---------------------------------------------------------------------------
     async def _tick_loop(self) -> None:
         while True:
-            now = time.time()
+            now = self.now()
             await self._act(self.core.on_tick(now))
             self._refresh_status(now)
             await trio.sleep(TICK_SECONDS)
@@ -204,7 +243,7 @@ class Validator:
         return "probing"
 
     def _refresh_status(self, now: float | None = None) -> None:
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         last_final = max(self.core.finals, default=None)
         transport = self.transport
         dropped = dict(self.core.dropped)
@@ -229,27 +268,27 @@ class Validator:
 
     # -- probes ---------------------------------------------------------------------------
     async def _probe_loop(self) -> None:
-        assert self.transport is not None
-        now = time.time()
-        epoch = max(0, self.spec.epoch_at(now))
+        epoch = max(0, self.spec.epoch_at(self.now()))
         while True:
             start, end = self.spec.epoch_start(epoch), self.spec.epoch_end(epoch)
-            if time.time() < start:
-                await trio.sleep(start - time.time())
+            await self.sleep_until(start)
             providers = self.core.assignment(epoch)
-            prober = EpochProber(self.transport, self.spec, epoch=epoch,
-                                 validator_seed=self.keys.signing, providers=providers,
-                                 seed=self.core.epoch_seed(epoch), now=time.time,
-                                 throughput_lock=self._throughput_lock)
             log.info("epoch_probing", epoch=epoch, providers=len(providers))
-            await prober.run(start, end)
-            for reason, count in prober.dropped.items():
+            observations, dropped = await self.env.measure(
+                self, epoch, providers, self.core.epoch_seed(epoch), start, end)
+            await self.sleep_until(end)
+            for reason, count in dropped.items():
                 self.core.dropped[f"probe:{reason}"] += count
-            observations = prober.observations()
             for obs in observations:
                 self.store.put_observation(epoch, obs.provider, pack(obs.to_list()))
-            await self._act(self.core.bundle_ready(epoch, observations, time.time()))
+            await self._act(self.core.bundle_ready(epoch, observations, self.now()))
             epoch += 1
+
+    async def sleep_until(self, wall_time: float) -> None:
+        """Sleep on trio's clock until ``self.now()`` reaches ``wall_time``."""
+        delay = wall_time - self.now()
+        if delay > 0:
+            await trio.sleep(delay)
 
     # -- fetch protocol ---------------------------------------------------------------------
     async def _serve_fetch(self, stream: Stream) -> None:
@@ -272,7 +311,7 @@ class Validator:
         assert self.transport is not None
         recent: dict[FetchRequest, float] = {}
         async for request in self._fetch_recv:
-            now = time.time()
+            now = self.now()
             if now - recent.get(request, 0.0) < 2.0:
                 continue  # the same fetch asked again within 2 s is already under way
             recent[request] = now
@@ -284,7 +323,7 @@ class Validator:
             for peer in peers[:3]:
                 data = await self._fetch_from(peer, request)
                 if data:
-                    await self._act(self.core.on_fetched(request, data, time.time()))
+                    await self._act(self.core.on_fetched(request, data, self.now()))
                     break
 
     async def _fetch_from(self, peer: str, request: FetchRequest) -> bytes:
@@ -307,7 +346,7 @@ class Validator:
         """After a start, ask peers for the final reports finalized while we were away."""
         assert self.transport is not None
         while True:
-            current = self.spec.epoch_at(time.time())
+            current = self.spec.epoch_at(self.now())
             last = max(self.core.finals, default=-1)
             for epoch in range(max(last + 1, current - 16), current):
                 try:
@@ -316,7 +355,14 @@ class Validator:
                     break
             await trio.sleep(max(self.spec.epoch_seconds / 2, 2))
 
-    # -- chain ------------------------------------------------------------------------------
+    # -- the asyncio side: chain poster and HTTP API ------------------------------------------
+    async def _asyncio_services(self, *, task_status: trio.TaskStatus[None]
+                                = trio.TASK_STATUS_IGNORED) -> None:
+        async with open_asyncio_bridge() as bridge, trio.open_nursery() as nursery:
+            nursery.start_soon(self._post_loop, bridge)
+            self.http_port = await self._start_api(bridge)
+            task_status.started()
+
     async def _post_loop(self, bridge: Any) -> None:
         # A post carrying `threshold` signatures is final for the pool: one is enough.
         poster = ChainPoster(self.rpc_url, Keypair.from_seed(self.keys.payer), self._ledger,

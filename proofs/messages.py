@@ -27,12 +27,14 @@ MAX_TEXT = 256
 MAX_ENTRIES = 20_000  # observations per bundle: providers one validator measures per epoch
 MAX_BUNDLES = 1_000  # bundle hashes in a proposal: validators in a network
 MAX_RECORDS = 100_000
+MAX_PROVIDERS = 20_000  # registrations named by one provider set
 # Byte limits by topic, checked before decoding (DESIGN §12: bounded sizes everywhere).
 MAX_REGISTRATION_BYTES = 1_024
 MAX_BUNDLE_BYTES = 64 + MAX_ENTRIES * 60
-MAX_PROPOSAL_BYTES = 512 + MAX_BUNDLES * 35
+MAX_PROPOSAL_BYTES = 512 + (MAX_BUNDLES + MAX_PROVIDERS) * 35
 MAX_SIGNATURE_BYTES = 256
-MAX_FINAL_BYTES = 512 + MAX_BUNDLES * 100 + MAX_RECORDS * (RECORD_SIZE + 3)
+# Gossiped finals carry no records (fetched on demand), so they stay far below libp2p's 4 MiB.
+MAX_FINAL_BYTES = 512 + MAX_BUNDLES * 100 + MAX_PROVIDERS * 35 + MAX_RECORDS * (RECORD_SIZE + 3)
 
 
 @dataclass(frozen=True)
@@ -138,10 +140,13 @@ class Proposal:
     bundle_hashes: tuple[bytes, ...]  # sorted, distinct
     header: bytes
     signature: bytes = b""
+    # sha256 of the registrations measured from epoch + 2 on (sorted, one per provider);
+    # their merkle root is the header's providers_root
+    provider_set: tuple[bytes, ...] = ()
 
     def _fields(self) -> list[Any]:
         return [TAG_PROPOSAL, self.config_digest, self.epoch, self.attempt, self.leader,
-                list(self.bundle_hashes), self.header]
+                list(self.bundle_hashes), self.header, list(self.provider_set)]
 
     def signed_by(self, seed: bytes) -> "Proposal":
         sig = signing.sign(seed, signing.DOMAIN_PROPOSAL, pack(self._fields()))
@@ -180,17 +185,19 @@ class FinalReport:
     header: bytes
     signatures: tuple[tuple[bytes, bytes], ...]  # (signer, signature), sorted by signer
     records: tuple[bytes, ...] = ()
+    provider_set: tuple[bytes, ...] = ()  # as Proposal.provider_set; root in the header
 
     def encode(self) -> bytes:
         return pack([TAG_FINAL, self.header, [list(s) for s in self.signatures],
-                     list(self.records)])
+                     list(self.records), list(self.provider_set)])
 
 
 @dataclass(frozen=True)
 class FetchRequest:
-    """Ask a peer for a bundle (``key`` = signer) or a final report (``key`` = b"")."""
+    """Ask a peer for a bundle or a registration (``key`` = its sha256), or a final report
+    (by ``epoch`` with ``key`` = b"", or by header hash in ``key``)."""
 
-    kind: str  # "bundle" | "final"
+    kind: str  # "bundle" | "final" | "registration"
     epoch: int
     key: bytes
 
@@ -213,6 +220,13 @@ def _pair(value: Any) -> tuple[bytes, bytes]:
             or len(value[0]) != 32 or type(value[1]) is not bytes or len(value[1]) != 64):
         raise DecodeError("malformed", "signature pair")
     return (value[0], value[1])
+
+
+def _sorted_hashes(r: Reader, max_len: int, what: str) -> tuple[bytes, ...]:
+    hashes = r.list_of(max_len, item_fixed_bytes(32))
+    if list(hashes) != sorted(set(hashes)):
+        raise DecodeError("malformed", f"{what} not sorted and distinct")
+    return hashes
 
 
 def decode_message(data: bytes, max_bytes: int = MAX_FINAL_BYTES) -> Message:
@@ -239,8 +253,10 @@ def decode_message(data: bytes, max_bytes: int = MAX_FINAL_BYTES) -> Message:
         hashes = r.list_of(MAX_BUNDLES, item_fixed_bytes(32))
         if list(hashes) != sorted(set(hashes)):
             raise DecodeError("malformed", "bundle hashes not sorted and distinct")
-        message = Proposal(digest, epoch, attempt, leader, hashes, r.fixed_bytes(HEADER_SIZE),
-                           r.fixed_bytes(64))
+        header = r.fixed_bytes(HEADER_SIZE)
+        provider_set = _sorted_hashes(r, MAX_PROVIDERS, "provider set")
+        message = Proposal(digest, epoch, attempt, leader, hashes, header, r.fixed_bytes(64),
+                           provider_set)
     elif tag == TAG_SIGNATURE:
         message = ReportSignature(r.fixed_bytes(32), r.uint(), r.fixed_bytes(32),
                                   r.fixed_bytes(32), r.fixed_bytes(64))
@@ -250,10 +266,11 @@ def decode_message(data: bytes, max_bytes: int = MAX_FINAL_BYTES) -> Message:
         if [s for s, _ in signatures] != sorted({s for s, _ in signatures}):
             raise DecodeError("malformed", "signers not sorted and distinct")
         records = r.list_of(MAX_RECORDS, item_fixed_bytes(RECORD_SIZE))
-        message = FinalReport(header, signatures, records)
+        message = FinalReport(header, signatures, records,
+                              _sorted_hashes(r, MAX_PROVIDERS, "provider set"))
     elif tag == TAG_FETCH:
         kind = r.text(16)
-        if kind not in ("bundle", "final"):
+        if kind not in ("bundle", "final", "registration"):
             raise DecodeError("malformed", "fetch kind")
         message = FetchRequest(kind, r.uint(), r.var_bytes(32))
     else:

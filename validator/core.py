@@ -19,7 +19,7 @@ Bad input is dropped and counted by reason in ``dropped``; it never raises.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Union
 
 from proofs import merkle
@@ -45,6 +45,10 @@ EXPECTED = {"registrations": Registration, "bundles": MeasurementBundle,
 WINDOW_EPOCHS = 4  # bundles/proposals/signatures older than this many epochs are ignored
 CATCH_UP_EPOCHS = 16  # how far back a returning validator fetches the finals it missed
 ZERO = bytes(32)
+
+
+def registration_hash(reg: Registration) -> bytes:
+    return sha256(reg.encode())
 
 
 # -- actions (the core decides, the shell acts) ------------------------------------------------
@@ -103,7 +107,9 @@ class _EpochState:
     equivocators: set[bytes] = field(default_factory=set)
     # by leader: the proposal and the knowledge version it was last evaluated at
     pending: dict[bytes, tuple[Proposal, int]] = field(default_factory=dict)
-    headers: dict[bytes, tuple[bytes, tuple[bytes, ...]]] = field(default_factory=dict)
+    # header hash -> (header bytes, bundle hashes, provider set) of a proposal we verified
+    headers: dict[bytes, tuple[bytes, tuple[bytes, ...], tuple[bytes, ...]]] = field(
+        default_factory=dict)
     signatures: dict[bytes, dict[bytes, bytes]] = field(default_factory=dict)  # hash->signer
     proposed: set[int] = field(default_factory=set)
 
@@ -116,10 +122,12 @@ class ValidatorCore:
         if spec.member(self.me) is None:
             raise ValueError("this signing key is not in the network spec's validator set")
         self.dropped: Counter[str] = Counter()
-        self.registrations: dict[bytes, Registration] = {}
+        self.registrations: dict[bytes, Registration] = {}  # latest per provider
+        self.registration_by_hash: dict[bytes, Registration] = {}  # every version we hold
         self.finals: dict[int, StoredFinal] = {}
         self.signed: dict[int, bytes] = {}  # slashing-protection cache of the store's table
-        self._signed_sets: dict[int, tuple[bytes, ...]] = {}
+        # epoch -> (bundle hashes, provider set) of the header we signed: what we re-propose
+        self._signed_sets: dict[int, tuple[tuple[bytes, ...], tuple[bytes, ...]]] = {}
         self._epochs: dict[int, _EpochState] = {}
         self._bundle_by_hash: dict[bytes, MeasurementBundle] = {}
         self._published: set[int] = set()
@@ -133,7 +141,7 @@ class ValidatorCore:
         for raw in registrations:
             msg = decode_message(raw)
             assert isinstance(msg, Registration)
-            self.registrations[msg.provider] = msg
+            self._on_registration(msg)
         for raw in bundles:
             msg = decode_message(raw)
             assert isinstance(msg, MeasurementBundle)
@@ -157,11 +165,55 @@ class ValidatorCore:
     def epoch_seed(self, epoch: int) -> bytes:
         return assignment.epoch_seed(self.base_seed(epoch), epoch)
 
+    def named_provider_set(self, epoch: int) -> tuple[bytes, ...] | None:
+        """Registration hashes measured in ``epoch``, as fixed by the provider set of the
+        latest final report at or before epoch - 2 (the report of epoch - 1 is still being
+        agreed when ``epoch`` starts); None before any such report exists."""
+        final = self.latest_final(before=epoch - 1)
+        return None if final is None else final.provider_set
+
     def provider_set(self, epoch: int) -> list[Registration]:
-        """Providers measured in ``epoch``: registrations issued before it started."""
-        start = self.spec.epoch_start(epoch)
-        return sorted((r for r in self.registrations.values() if r.issued_at <= start),
-                      key=lambda r: r.provider)
+        """Providers measured in ``epoch``: the named set, or before the first report the
+        registrations issued before ``epoch`` started. Named registrations we do not hold
+        are left out (and fetched: see ``missing_registrations``)."""
+        named = self.named_provider_set(epoch)
+        if named is None:
+            start = self.spec.epoch_start(epoch)
+            chosen = [r for r in self.registrations.values() if r.issued_at <= start]
+        else:
+            chosen = [self.registration_by_hash[h] for h in named
+                      if h in self.registration_by_hash]
+        return sorted(chosen, key=lambda r: r.provider)
+
+    def missing_registrations(self, epoch: int) -> list[Action]:
+        named = self.named_provider_set(epoch) or ()
+        return [Fetch(FetchRequest("registration", epoch, h)) for h in named
+                if h not in self.registration_by_hash]
+
+    def next_provider_set(self, epoch: int) -> tuple[bytes, ...]:
+        """What a leader proposes with the report of ``epoch``: the latest registration of
+        every provider issued by the end of ``epoch``."""
+        end = self.spec.epoch_end(epoch)
+        latest: dict[bytes, Registration] = {}
+        for reg in self.registration_by_hash.values():
+            if reg.issued_at <= end and (reg.provider not in latest
+                                         or reg.issued_at > latest[reg.provider].issued_at):
+                latest[reg.provider] = reg
+        return tuple(sorted(registration_hash(r) for r in latest.values()))
+
+    def _check_provider_set(self, epoch: int, hashes: tuple[bytes, ...],
+                            proposed_at: float) -> str | list[Action] | None:
+        """None if a proposed set is acceptable; fetches if we lack some registrations; a
+        reason if it names something no honest leader would."""
+        missing = [h for h in hashes if h not in self.registration_by_hash]
+        if missing:
+            return [Fetch(FetchRequest("registration", epoch, h)) for h in missing]
+        regs = [self.registration_by_hash[h] for h in hashes]
+        if len({r.provider for r in regs}) != len(regs):
+            return "provider_set_duplicate_provider"
+        if any(r.issued_at > proposed_at for r in regs):
+            return "provider_set_future_registration"
+        return None
 
     def assignment(self, epoch: int) -> list[Registration]:
         """The providers this validator probes in ``epoch``."""
@@ -231,6 +283,8 @@ class ValidatorCore:
             valid += 1
         if valid < self.spec.threshold:
             return "below_threshold"
+        if merkle.root(list(final.provider_set)) != header.providers_root:
+            return "provider_set_mismatch"
         if final.records:
             if len(final.records) != header.record_count:
                 return "records_mismatch"
@@ -260,12 +314,16 @@ class ValidatorCore:
         return []
 
     def _on_registration(self, reg: Registration) -> list[Action]:
+        digest = registration_hash(reg)
+        if digest in self.registration_by_hash:
+            return []  # providers re-publish every epoch: expected, not a drop
+        self.registration_by_hash[digest] = reg
+        self._version += 1
         known = self.registrations.get(reg.provider)
-        if known is not None and known.issued_at >= reg.issued_at:
-            if known != reg and known.issued_at == reg.issued_at:
-                self.dropped["registration_conflict"] += 1
-            return []
-        self.registrations[reg.provider] = reg
+        if known is None or reg.issued_at > known.issued_at:
+            self.registrations[reg.provider] = reg
+        elif known.issued_at == reg.issued_at:
+            self.dropped["registration_conflict"] += 1
         return [SaveRegistration(reg)]
 
     def _state(self, epoch: int) -> _EpochState:
@@ -311,16 +369,27 @@ class ValidatorCore:
         return self._add_bundle(bundle) + [Publish("bundles", bundle.encode())]
 
     # -- header computation -----------------------------------------------------------------
-    def compute_header(self, epoch: int, bundles: Iterable[MeasurementBundle]
-                       ) -> tuple[ReportHeader, list[Record]] | str:
-        """The header and records that ``bundles`` produce, or the reason we cannot tell."""
+    def compute_header(self, epoch: int, bundles: Iterable[MeasurementBundle],
+                       provider_set: tuple[bytes, ...]) -> tuple[ReportHeader, list[Record]] | str:
+        """The header and records that ``bundles`` produce, with ``provider_set`` (registration
+        hashes measured from epoch + 2) as providers_root; or the reason we cannot tell."""
         seed = self.epoch_seed(epoch)
+        named = self.named_provider_set(epoch)
+        measured: dict[bytes, Registration] | None = None
+        if named is not None:
+            if any(h not in self.registration_by_hash for h in named):
+                return "missing_registration"
+            measured = {self.registration_by_hash[h].provider: self.registration_by_hash[h]
+                        for h in named}
         by_validator = {b.validator: b for b in bundles}
         per_provider: dict[bytes, list[Observation]] = {}
         committees: dict[bytes, tuple[bytes, ...]] = {}
         for validator, bundle in sorted(by_validator.items()):
             for obs in bundle.observations:
                 if obs.heartbeats_sent == 0:
+                    continue
+                if measured is not None and obs.provider not in measured:
+                    self.dropped["observation_outside_provider_set"] += 1
                     continue
                 members = committees.get(obs.provider)
                 if members is None:
@@ -340,7 +409,9 @@ class ValidatorCore:
                 previous[rec.provider] = rec
         payouts, demand = {}, {}
         for provider in set(per_provider) | set(previous):
-            reg = self.registrations.get(provider)
+            # Payout and region come from the registration that was measured, which every
+            # validator holds; before the first report, from the latest one.
+            reg = (measured or self.registrations).get(provider)
             if reg is not None:
                 payouts[provider] = reg.payout
                 demand[provider] = self.spec.rewards.demand(reg.region)
@@ -360,7 +431,7 @@ class ValidatorCore:
             records_root=root,
             record_count=len(records),
             total_weight=min(sum(r.weight for r in records), 2**64 - 1),
-            providers_root=merkle.root([r.provider + r.payout for r in records]),
+            providers_root=merkle.root(list(provider_set)),
             prev_header_hash=prev_final.header_hash if prev_final else ZERO,
             next_seed=assignment.next_seed(base, root, epoch),
         )
@@ -387,8 +458,8 @@ class ValidatorCore:
         if attempt in state.proposed or self.leader(epoch, attempt) != self.me:
             return []
         if epoch in self._signed_sets:
-            # Locked on what we signed: propose the same set, so the same header can finish.
-            hashes = self._signed_sets[epoch]
+            # Locked on what we signed: propose the same sets, so the same header can finish.
+            hashes, provider_set = self._signed_sets[epoch]
             bundles = [self._bundle_by_hash[h] for h in hashes if h in self._bundle_by_hash]
             if len(bundles) != len(hashes):
                 return []
@@ -396,7 +467,8 @@ class ValidatorCore:
             bundles = self._usable_bundles(epoch)
             if len(bundles) < self.spec.threshold:
                 return []
-        result = self.compute_header(epoch, bundles)
+            provider_set = self.next_provider_set(epoch)
+        result = self.compute_header(epoch, bundles, provider_set)
         if isinstance(result, str):
             self.dropped[f"cannot_propose:{result}"] += 1
             state.proposed.add(attempt)
@@ -404,8 +476,8 @@ class ValidatorCore:
         header, _ = result
         state.proposed.add(attempt)
         proposal = Proposal(self.spec.config_digest, epoch, attempt, self.me,
-                            tuple(sorted(b.hash() for b in bundles)), header.to_bytes()
-                            ).signed_by(self._seed)
+                            tuple(sorted(b.hash() for b in bundles)), header.to_bytes(),
+                            provider_set=provider_set).signed_by(self._seed)
         return [Publish("proposals", proposal.encode())] + self._on_proposal(proposal, now)
 
     def _on_proposal(self, proposal: Proposal, now: float) -> list[Action]:
@@ -438,7 +510,15 @@ class ValidatorCore:
             self.dropped["proposal_uses_equivocator"] += 1
             state.pending.pop(proposal.leader, None)
             return []
-        result = self.compute_header(epoch, bundles)
+        problem = self._check_provider_set(epoch, proposal.provider_set,
+                                           self.attempt_start(epoch, proposal.attempt) + 1.0)
+        if isinstance(problem, list):
+            return problem
+        if problem is not None:
+            self.dropped[f"proposal_{problem}"] += 1
+            state.pending.pop(proposal.leader, None)
+            return []
+        result = self.compute_header(epoch, bundles, proposal.provider_set)
         if isinstance(result, str):
             self.dropped[f"proposal_unverifiable:{result}"] += 1
             return self._catch_up_request(epoch)
@@ -448,12 +528,13 @@ class ValidatorCore:
             return self._catch_up_request(epoch)
         state.pending.pop(proposal.leader, None)
         header_hash = header.hash()
-        state.headers[header_hash] = (proposal.header, proposal.bundle_hashes)
+        state.headers[header_hash] = (proposal.header, proposal.bundle_hashes,
+                                      proposal.provider_set)
         actions: list[Action] = []
         signed = self.signed.get(epoch)
         if signed is None:
             self.signed[epoch] = header_hash
-            self._signed_sets[epoch] = proposal.bundle_hashes
+            self._signed_sets[epoch] = (proposal.bundle_hashes, proposal.provider_set)
             sig = ReportSignature(self.spec.config_digest, epoch, header_hash, self.me,
                                   sign_raw(self._seed, header_hash))
             actions.append(SignHeader(epoch, header_hash, sig))
@@ -499,28 +580,25 @@ class ValidatorCore:
         for header_hash, by_signer in state.signatures.items():
             if len(by_signer) < self.spec.threshold or header_hash not in state.headers:
                 continue
-            header, hashes = state.headers[header_hash]
+            header, hashes, provider_set = state.headers[header_hash]
             known = self.finals.get(epoch)
             sigs = tuple(sorted(by_signer.items()))
             if known is not None:
                 if known.header_hash == header_hash and len(sigs) > len(known.signatures):
-                    merged = dict(known.signatures) | dict(sigs)
-                    updated = StoredFinal(epoch, known.header, header_hash,
-                                          tuple(sorted(merged.items())), known.records,
-                                          known.bundle_hashes)
-                    self.finals[epoch] = updated
-                    actions.append(SaveFinal(updated, new=False))
+                    actions += self._more_signatures(known, sigs)
                 continue
-            result = self.compute_header(epoch, [self._bundle_by_hash[h] for h in hashes])
+            result = self.compute_header(epoch, [self._bundle_by_hash[h] for h in hashes],
+                                         provider_set)
             if isinstance(result, str):
                 continue
             _, records = result
             final = StoredFinal(epoch, header, header_hash, sigs,
-                                tuple(r.to_bytes() for r in records), hashes)
+                                tuple(r.to_bytes() for r in records), hashes, provider_set)
             self.finals[epoch] = final
             self._version += 1
             actions.append(SaveFinal(final, new=True))
-            actions.append(Publish("finals", FinalReport(header, sigs).encode()))
+            actions.append(Publish("finals", FinalReport(header, sigs,
+                                                         provider_set=provider_set).encode()))
         return actions
 
     def _on_final(self, final: FinalReport, now: float) -> list[Action]:
@@ -534,12 +612,7 @@ class ValidatorCore:
                 self.dropped["conflicting_final"] += 1
                 return [SaveEvidence("final", header.epoch, ZERO, known.header, final.header)]
             if len(final.signatures) > len(known.signatures):
-                merged = dict(known.signatures) | dict(final.signatures)
-                updated = StoredFinal(known.epoch, known.header, known.header_hash,
-                                      tuple(sorted(merged.items())), known.records,
-                                      known.bundle_hashes)
-                self.finals[header.epoch] = updated
-                return [SaveFinal(updated, new=False)]
+                return self._more_signatures(known, final.signatures)
             self.dropped["duplicate"] += 1
             return []
         records = final.records
@@ -548,16 +621,24 @@ class ValidatorCore:
         if header_hash in state.headers:
             hashes = state.headers[header_hash][1]
         if not records and hashes and all(h in self._bundle_by_hash for h in hashes):
-            result = self.compute_header(header.epoch, [self._bundle_by_hash[h] for h in hashes])
+            result = self.compute_header(header.epoch, [self._bundle_by_hash[h] for h in hashes],
+                                         final.provider_set)
             if not isinstance(result, str) and result[0].hash() == header_hash:
                 records = tuple(r.to_bytes() for r in result[1])
         if not records and header.record_count > 0:
             return [Fetch(FetchRequest("final", header.epoch, b""))]
         stored = StoredFinal(header.epoch, final.header, header_hash, final.signatures,
-                             tuple(records), hashes)
+                             tuple(records), hashes, final.provider_set)
         self.finals[header.epoch] = stored
         self._version += 1
         return [SaveFinal(stored, new=True)] + self._walk_back(header, now)
+
+    def _more_signatures(self, known: StoredFinal,
+                         signatures: tuple[tuple[bytes, bytes], ...]) -> list[Action]:
+        merged = tuple(sorted((dict(known.signatures) | dict(signatures)).items()))
+        updated = replace(known, signatures=merged)
+        self.finals[known.epoch] = updated
+        return [SaveFinal(updated, new=False)]
 
     def _walk_back(self, header: ReportHeader, now: float) -> list[Action]:
         """Ask for the final this header names as previous, if we lack it (a validator that
@@ -594,20 +675,30 @@ class ValidatorCore:
         if request.kind == "bundle":
             bundle = self._bundle_by_hash.get(request.key)
             return bundle.encode() if bundle else None
+        if request.kind == "registration":
+            reg = self.registration_by_hash.get(request.key)
+            return reg.encode() if reg else None
         if request.key:
             final = next((f for f in self.finals.values() if f.header_hash == request.key), None)
         else:
             final = self.finals.get(request.epoch)
         if final is None:
             return None
-        return FinalReport(final.header, final.signatures, final.records).encode()
+        return FinalReport(final.header, final.signatures, final.records,
+                           final.provider_set).encode()
 
     def on_fetched(self, request: FetchRequest, data: bytes, now: float) -> list[Action]:
         """A peer's answer to our fetch: it authenticates itself (signatures, hashes)."""
-        topic = "bundles" if request.kind == "bundle" else "finals"
+        topic = {"bundle": "bundles", "registration": "registrations"}.get(request.kind,
+                                                                           "finals")
         msg = self.check(topic, data)
         if msg is None:
             return []
+        if isinstance(msg, Registration):
+            if registration_hash(msg) != request.key:
+                self.dropped["fetch_wrong_registration"] += 1
+                return []
+            return self._on_registration(msg)
         if isinstance(msg, MeasurementBundle):
             if msg.hash() != request.key:
                 self.dropped["fetch_wrong_bundle"] += 1

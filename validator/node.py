@@ -347,6 +347,9 @@ class Validator:
         assert self.transport is not None
         while True:
             current = self.spec.epoch_at(self.now())
+            # registrations the agreed provider sets name but we never received
+            await self._act(self.core.missing_registrations(current)
+                            + self.core.missing_registrations(current + 1))
             last = max(self.core.finals, default=-1)
             for epoch in range(max(last + 1, current - 16), current):
                 try:

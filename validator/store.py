@@ -10,6 +10,7 @@ Readers (the HTTP API) open their own read-only connection with ``open_readonly`
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ import msgpack
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS registrations (
     provider BLOB PRIMARY KEY, issued_at INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS registration_versions (
+    hash BLOB PRIMARY KEY, provider BLOB NOT NULL, issued_at INTEGER NOT NULL,
+    data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS observations (
     epoch INTEGER NOT NULL, provider BLOB NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (epoch, provider));
@@ -32,7 +36,7 @@ CREATE TABLE IF NOT EXISTS signed_headers (
 CREATE TABLE IF NOT EXISTS final_reports (
     epoch INTEGER PRIMARY KEY, header BLOB NOT NULL, header_hash BLOB NOT NULL,
     signatures BLOB NOT NULL, records BLOB NOT NULL, bundle_hashes BLOB NOT NULL,
-    finalized_at REAL NOT NULL);
+    finalized_at REAL NOT NULL, provider_set BLOB NOT NULL DEFAULT x'');
 CREATE TABLE IF NOT EXISTS evidence (
     kind TEXT NOT NULL, epoch INTEGER NOT NULL, offender BLOB NOT NULL,
     first BLOB NOT NULL, second BLOB NOT NULL, recorded_at REAL NOT NULL,
@@ -56,6 +60,7 @@ class StoredFinal:
     signatures: tuple[tuple[bytes, bytes], ...]
     records: tuple[bytes, ...]
     bundle_hashes: tuple[bytes, ...]
+    provider_set: tuple[bytes, ...] = ()  # registration hashes measured from epoch + 2
 
 
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -79,16 +84,17 @@ def _pack_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
 
 
 def unpack_final_row(row: tuple) -> StoredFinal:  # type: ignore[type-arg]
-    epoch, header, header_hash, sigs, records, hashes = row
+    epoch, header, header_hash, sigs, records, hashes, provider_set = row
     return StoredFinal(
         epoch, header, header_hash,
         tuple((s, g) for s, g in msgpack.unpackb(sigs)),
         tuple(records[i:i + 88] for i in range(0, len(records), 88)),
         tuple(hashes[i:i + 32] for i in range(0, len(hashes), 32)),
+        tuple(provider_set[i:i + 32] for i in range(0, len(provider_set), 32)),
     )
 
 
-FINAL_COLUMNS = "epoch, header, header_hash, signatures, records, bundle_hashes"
+FINAL_COLUMNS = "epoch, header, header_hash, signatures, records, bundle_hashes, provider_set"
 
 
 class Store:
@@ -108,7 +114,10 @@ class Store:
 
     # -- registrations -----------------------------------------------------------------
     def put_registration(self, provider: bytes, issued_at: int, data: bytes) -> None:
+        """Keep every version (a provider set names one by hash) and the latest per provider."""
         with self._tx():
+            self._conn.execute("INSERT OR IGNORE INTO registration_versions VALUES (?, ?, ?, ?)",
+                               (hashlib.sha256(data).digest(), provider, issued_at, data))
             self._conn.execute(
                 "INSERT INTO registrations VALUES (?, ?, ?) ON CONFLICT(provider) DO UPDATE "
                 "SET issued_at = excluded.issued_at, data = excluded.data "
@@ -116,7 +125,9 @@ class Store:
                 (provider, issued_at, data))
 
     def registrations(self) -> list[bytes]:
-        return [r[0] for r in self._conn.execute("SELECT data FROM registrations")]
+        """Every stored registration version, oldest first."""
+        return [r[0] for r in self._conn.execute(
+            "SELECT data FROM registration_versions ORDER BY issued_at")]
 
     # -- own observations --------------------------------------------------------------
     def put_observation(self, epoch: int, provider: bytes, data: bytes) -> None:
@@ -163,9 +174,10 @@ class Store:
         """Store a final report; returns False if that epoch already had one (kept as is)."""
         with self._tx():
             cur = self._conn.execute(
-                "INSERT OR IGNORE INTO final_reports VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO final_reports VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (final.epoch, final.header, final.header_hash, _pack_pairs(final.signatures),
-                 b"".join(final.records), b"".join(final.bundle_hashes), time.time()))
+                 b"".join(final.records), b"".join(final.bundle_hashes), time.time(),
+                 b"".join(final.provider_set)))
             return cur.rowcount == 1
 
     def add_final_signatures(self, epoch: int, signatures: tuple[tuple[bytes, bytes], ...]) -> None:

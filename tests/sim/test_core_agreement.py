@@ -128,3 +128,25 @@ def test_bad_input_is_dropped_and_counted_by_reason() -> None:
         assert core.check("signatures", data) is None
         assert core.dropped[reason] == 1, reason
     assert core.check("signatures", good.encode()) == good
+
+
+def test_provider_set_is_agreed_through_the_final_report() -> None:
+    cluster = make_cluster(4)
+    spec = cluster.spec
+    cluster.run_epoch(0, honest)
+    # A provider registers during epoch 1, and only epoch 1's first leader hears of it.
+    late, _ = make_registration(spec, "late", issued_at=int(spec.epoch_start(1)) + 1)
+    leader = cluster.cores[0].leader(1, 0)
+    holder = next(c for c in cluster.cores if c.me == leader)
+    holder.on_message(holder.check("registrations", late.encode()), spec.epoch_start(1) + 1)
+    cluster.run_epoch(1, honest)
+    header = finals_agree(cluster, 1)
+    for core in cluster.cores:
+        assert late.provider in {r.provider for r in core.provider_set(3)}, "fetched, agreed"
+        assert late.provider not in {r.provider for r in core.provider_set(2)}
+        assert core.finals[1].provider_set == cluster.cores[0].finals[1].provider_set
+    assert len(cluster.cores[0].finals[1].provider_set) == 7
+    assert header.providers_root != bytes(32)
+    cluster.run_epoch(2, honest)
+    cluster.run_epoch(3, honest)
+    assert finals_agree(cluster, 3).record_count == 7

@@ -8,10 +8,11 @@ the last field and covers ``domain || pack([tag, field, ...])`` (everything befo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, replace
 from typing import Any, Union
 
-from proofs import signing
+from proofs import signing, vrf
 from proofs.codec import U16_MAX, U32_MAX, Reader, item_fixed_bytes, pack, unpack_list
 from proofs.errors import DecodeError
 from proofs.report import HEADER_SIZE, RECORD_SIZE
@@ -30,7 +31,7 @@ MAX_RECORDS = 100_000
 MAX_PROVIDERS = 20_000  # registrations named by one provider set
 # Byte limits by topic, checked before decoding (DESIGN §12: bounded sizes everywhere).
 MAX_REGISTRATION_BYTES = 1_024
-MAX_BUNDLE_BYTES = 64 + MAX_ENTRIES * 60
+MAX_BUNDLE_BYTES = 160 + MAX_ENTRIES * 60
 MAX_PROPOSAL_BYTES = 512 + (MAX_BUNDLES + MAX_PROVIDERS) * 35
 MAX_SIGNATURE_BYTES = 256
 # Gossiped finals carry no records (fetched on demand), so they stay far below libp2p's 4 MiB.
@@ -102,25 +103,43 @@ class Observation:
 
 @dataclass(frozen=True)
 class MeasurementBundle:
-    """One validator's observations for one epoch; one per validator per epoch."""
+    """One validator's observations for one epoch; one per validator per epoch.
+
+    ``beacon`` is the validator's ECVRF proof (RFC 9381) over ``beacon_alpha``: its output is
+    unique per validator and epoch, so the seed built from the beacons of a report's bundles
+    cannot be ground by the validators that contribute them (DESIGN §5).
+    """
 
     config_digest: bytes
     epoch: int
     validator: bytes  # report signing key
     observations: tuple[Observation, ...]
+    beacon: bytes = b""
     signature: bytes = b""
 
     def _fields(self) -> list[Any]:
         return [TAG_BUNDLE, self.config_digest, self.epoch, self.validator,
-                [o.to_list() for o in self.observations]]
+                [o.to_list() for o in self.observations], self.beacon]
 
     def signed_by(self, seed: bytes) -> "MeasurementBundle":
-        sig = signing.sign(seed, signing.DOMAIN_BUNDLE, pack(self._fields()))
-        return _replace_signature(self, sig)
+        """Sign, adding this epoch's beacon first if the bundle has none."""
+        bundle = self
+        if not bundle.beacon:
+            bundle = replace(self, beacon=vrf.prove(
+                seed, beacon_alpha(self.config_digest, self.epoch)))
+        sig = signing.sign(seed, signing.DOMAIN_BUNDLE, pack(bundle._fields()))
+        return _replace_signature(bundle, sig)
 
     def verify(self) -> None:
+        """BadSignature if the signature fails; vrf.InvalidProof (a BadSignature) if the
+        beacon does."""
         signing.verify(self.validator, signing.DOMAIN_BUNDLE, pack(self._fields()),
                        self.signature)
+        vrf.verify(self.validator, self.beacon, beacon_alpha(self.config_digest, self.epoch))
+
+    def beacon_output(self) -> bytes:
+        """The VRF output (beta). Only meaningful once ``verify`` has passed."""
+        return vrf.proof_to_hash(self.beacon)
 
     def encode(self) -> bytes:
         return pack(self._fields() + [self.signature])
@@ -209,9 +228,12 @@ Message = Union[Registration, MeasurementBundle, Proposal, ReportSignature, Fina
                 FetchRequest]
 
 
-def _replace_signature(message: Any, signature: bytes) -> Any:
-    from dataclasses import replace
+def beacon_alpha(config_digest: bytes, epoch: int) -> bytes:
+    """What a validator's beacon for ``epoch`` proves: unique per configuration and epoch."""
+    return b"bwpool/beacon/1" + config_digest + struct.pack("<Q", epoch)
 
+
+def _replace_signature(message: Any, signature: bytes) -> Any:
     return replace(message, signature=signature)
 
 
@@ -246,7 +268,9 @@ def decode_message(data: bytes, max_bytes: int = MAX_FINAL_BYTES) -> Message:
         keys = [o.provider for o in observations]
         if keys != sorted(set(keys)):
             raise DecodeError("malformed", "observations not sorted and distinct")
-        message = MeasurementBundle(digest, epoch, validator, observations, r.fixed_bytes(64))
+        message = MeasurementBundle(digest, epoch, validator, observations,
+                                    beacon=r.fixed_bytes(vrf.PROOF_LEN),
+                                    signature=r.fixed_bytes(64))
     elif tag == TAG_PROPOSAL:
         digest, epoch, attempt, leader = (r.fixed_bytes(32), r.uint(), r.uint(U32_MAX),
                                           r.fixed_bytes(32))

@@ -1,10 +1,17 @@
 """Who measures whom, and who leads: pure functions of the epoch seed (DESIGN §5).
 
-Seeds form a hash chain through final headers: the committees of epoch t come from the
+Every validator puts an ECVRF beacon (RFC 9381) in its bundle; a report's ``next_seed`` hashes
+the VRF outputs of the bundles it was built from. The committees of epoch t come from the
 ``next_seed`` of the latest final report at or before epoch t-2 (t-1 is still being agreed
-when t starts), or from the genesis seed. This is the deliberately simple stand-in for the VRF
-beacons of DESIGN §5: it is unpredictable to providers before that report is final, but a
-leader that grinds its proposal could bias it.
+when t starts), or from the genesis seed. A VRF output cannot be chosen by its validator; a
+leader can only choose which >= threshold bundles to include, and a validator can withhold
+its bundle: those are the remaining levers on the seed.
+
+Committee draw: for provider p, candidates are drawn from the hash stream
+``H(seed || p || i)``, i = 0, 1, ... (a uniformly random order of the validators, computed
+lazily); a candidate is taken if it is new and, until ``min_regions`` regions are covered,
+from a region not yet in the committee. This costs a handful of hashes per provider instead
+of one per validator (10,000 providers x 100 validators would be 10^6 hashes per epoch).
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import struct
 from typing import Iterable, Sequence
 
 from validator.spec import NetworkSpec, ValidatorInfo
+
+MAX_DRAWS_PER_MEMBER = 64  # after this many draws the committee is filled in validator order
 
 
 def _h(*parts: bytes) -> bytes:
@@ -31,31 +40,39 @@ def epoch_seed(base_seed: bytes, epoch: int) -> bytes:
     return _h(b"bwpool/epoch-seed/1", base_seed, struct.pack("<Q", epoch))
 
 
-def next_seed(base_seed: bytes, records_root: bytes, epoch: int) -> bytes:
-    return _h(b"bwpool/next-seed/1", base_seed, records_root, struct.pack("<Q", epoch))
+def next_seed(epoch: int, beacon_outputs: Sequence[bytes]) -> bytes:
+    """The seed a report passes on: the hash of its bundles' VRF outputs, in validator order."""
+    return _h(b"bwpool/next-seed/2", struct.pack("<Q", epoch), *beacon_outputs)
 
 
 def committee(spec: NetworkSpec, seed: bytes, provider: bytes) -> tuple[bytes, ...]:
-    """Signing keys of the k validators that measure ``provider`` this epoch.
-
-    Validators are ranked by ``H(seed || validator || provider)``; the first pass takes at most
-    one per region until ``min_regions`` regions are covered, then the rest fill by rank.
-    """
-    ranked = sorted(spec.validators, key=lambda v: _h(seed, v.signing_key, provider))
-    k = spec.effective_committee_size
+    """Signing keys of the k validators that measure ``provider`` this epoch (see above)."""
+    validators = spec.validators
+    n, k = len(validators), spec.effective_committee_size
     chosen: list[ValidatorInfo] = []
+    taken: set[int] = set()
     regions: set[str] = set()
-    for v in ranked:
-        if len(regions) >= spec.min_regions or len(chosen) >= k:
-            break
-        if v.region not in regions:
-            chosen.append(v)
-            regions.add(v.region)
-    for v in ranked:
+    base = hashlib.sha256(b"bwpool/committee/1" + seed + provider)
+    for draw in range(MAX_DRAWS_PER_MEMBER * k):
         if len(chosen) >= k:
             break
-        if v not in chosen:
-            chosen.append(v)
+        digest = base.copy()
+        digest.update(struct.pack("<I", draw))
+        index = int.from_bytes(digest.digest()[:8], "little") % n
+        if index in taken:
+            continue
+        candidate = validators[index]
+        if len(regions) < spec.reachable_regions and candidate.region in regions:
+            continue
+        chosen.append(candidate)
+        taken.add(index)
+        regions.add(candidate.region)
+    for index, candidate in enumerate(validators):  # only after MAX_DRAWS: tiny networks
+        if len(chosen) >= k:
+            break
+        if index not in taken:
+            chosen.append(candidate)
+            taken.add(index)
     return tuple(v.signing_key for v in chosen)
 
 

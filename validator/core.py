@@ -32,6 +32,7 @@ from proofs.messages import (
 )
 from proofs.report import Record, ReportHeader
 from proofs.signing import public_key, sha256, sign_raw
+from proofs.vrf import InvalidProof
 from validator import assignment
 from validator.spec import NetworkSpec
 from validator.store import StoredFinal
@@ -259,6 +260,8 @@ class ValidatorCore:
             if self.spec.member(signer) is None:
                 return "not_member"
             msg.verify()
+        except InvalidProof:
+            return "bad_beacon"
         except BadSignature:
             return "bad_signature"
         return None
@@ -424,7 +427,6 @@ class ValidatorCore:
                                 self.spec.committee_quorum, self._weights)
         raw_records = [r.to_bytes() for r in records]
         root = merkle.root(raw_records)
-        base = self.base_seed(epoch)
         header = ReportHeader(
             config_digest=self.spec.config_digest,
             epoch=epoch,
@@ -433,7 +435,8 @@ class ValidatorCore:
             total_weight=min(sum(r.weight for r in records), 2**64 - 1),
             providers_root=merkle.root(list(provider_set)),
             prev_header_hash=prev_final.header_hash if prev_final else ZERO,
-            next_seed=assignment.next_seed(base, root, epoch),
+            next_seed=assignment.next_seed(
+                epoch, [b.beacon_output() for _, b in sorted(by_validator.items())]),
         )
         return header, records
 

@@ -91,6 +91,15 @@ class NetworkSpec:
     def committee_quorum(self) -> int:
         return self.effective_committee_size // 2 + 1
 
+    @property
+    def reachable_regions(self) -> int:
+        """min_regions, or fewer if the validator set spans fewer regions."""
+        cached = self.__dict__.get("_regions")
+        if cached is None:
+            cached = min(self.min_regions, len({v.region for v in self.validators}))
+            object.__setattr__(self, "_regions", cached)
+        return cached
+
     def member(self, signing_key: bytes) -> ValidatorInfo | None:
         return self._by_key().get(signing_key)
 

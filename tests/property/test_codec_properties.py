@@ -41,7 +41,8 @@ def test_well_formed_msgpack_of_wrong_shape_is_decode_error(items: list, tag: in
 @given(keys, st.integers(0, 2**63), keys, st.lists(observations, max_size=20, unique_by=lambda o: o.provider))
 def test_bundle_round_trips(digest: bytes, epoch: int, validator: bytes, obs: list) -> None:
     bundle = MeasurementBundle(digest, epoch, validator,
-                               tuple(sorted(obs, key=lambda o: o.provider)), b"\x07" * 64)
+                               tuple(sorted(obs, key=lambda o: o.provider)),
+                               beacon=b"\x05" * 80, signature=b"\x07" * 64)
     assert decode_message(bundle.encode()) == bundle
 
 

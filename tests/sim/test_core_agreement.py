@@ -150,3 +150,32 @@ def test_provider_set_is_agreed_through_the_final_report() -> None:
     cluster.run_epoch(2, honest)
     cluster.run_epoch(3, honest)
     assert finals_agree(cluster, 3).record_count == 7
+
+
+def test_seed_comes_from_the_beacons_of_the_bundle_set() -> None:
+    from proofs.messages import beacon_alpha
+    from proofs.vrf import verify as vrf_verify
+    from validator.assignment import next_seed
+
+    cluster = make_cluster(4)
+    cluster.run_epoch(0, honest)
+    core = cluster.cores[0]
+    final = core.finals[0]
+    bundles = sorted((core._bundle_by_hash[h] for h in final.bundle_hashes),
+                     key=lambda b: b.validator)
+    outputs = [vrf_verify(b.validator, b.beacon, beacon_alpha(b.config_digest, 0))
+               for b in bundles]
+    assert ReportHeader.from_bytes(final.header).next_seed == next_seed(0, outputs)
+
+
+def test_a_bundle_with_a_beacon_for_another_epoch_is_rejected() -> None:
+    cluster = make_cluster(4)
+    spec = cluster.spec
+    seed = seed_for("v1")
+    me = cluster.cores[1].me
+    stale = MeasurementBundle(spec.config_digest, 0, me, ()).signed_by(seed)
+    forged = replace(MeasurementBundle(spec.config_digest, 1, me, ()),
+                     beacon=stale.beacon).signed_by(seed)  # validly signed, wrong beacon
+    core = cluster.cores[0]
+    assert core.check("bundles", forged.encode()) is None
+    assert core.dropped["bundles:bad_beacon"] == 1

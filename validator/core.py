@@ -131,6 +131,7 @@ class ValidatorCore:
         self._signed_sets: dict[int, tuple[tuple[bytes, ...], tuple[bytes, ...]]] = {}
         self._epochs: dict[int, _EpochState] = {}
         self._bundle_by_hash: dict[bytes, MeasurementBundle] = {}
+        self._committees: dict[bytes, dict[bytes, tuple[bytes, ...]]] = {}  # by epoch seed
         self._published: set[int] = set()
         self._version = 0  # bumps when a bundle or final arrives: pending proposals re-check
         self._weights = WeightParams(spec.rewards.throughput_cap_kbps,
@@ -218,12 +219,22 @@ class ValidatorCore:
 
     def assignment(self, epoch: int) -> list[Registration]:
         """The providers this validator probes in ``epoch``."""
-        seed = self.epoch_seed(epoch)
         return [r for r in self.provider_set(epoch)
-                if self.me in assignment.committee(self.spec, seed, r.provider)]
+                if self.me in self.committee(epoch, r.provider)]
 
     def committee(self, epoch: int, provider: bytes) -> tuple[bytes, ...]:
-        return assignment.committee(self.spec, self.epoch_seed(epoch), provider)
+        """Cached per epoch seed: assignment, bundle checks and header computation ask for
+        the same committees many times per epoch."""
+        seed = self.epoch_seed(epoch)
+        cache = self._committees.get(seed)
+        if cache is None:
+            if len(self._committees) >= 2 * WINDOW_EPOCHS:
+                self._committees.pop(next(iter(self._committees)))
+            cache = self._committees[seed] = {}
+        members = cache.get(provider)
+        if members is None:
+            members = cache[provider] = assignment.committee(self.spec, seed, provider)
+        return members
 
     # -- gossip validation (REJECT cases only; the p2p layer scores them) ---------------
     def check(self, topic: str, data: bytes) -> Message | None:
@@ -354,6 +365,12 @@ class ValidatorCore:
                              bundle.encode())]
 
     def _on_bundle(self, bundle: MeasurementBundle, now: float) -> list[Action]:
+        # Depends on our view of the seed, so it is dropped here (IGNORE), not scored as a
+        # REJECT: a validator that missed a final would otherwise punish honest peers.
+        if any(bundle.validator not in self.committee(bundle.epoch, o.provider)
+               for o in bundle.observations):
+            self.dropped["bundles:outside_committee"] += 1
+            return []
         actions = self._add_bundle(bundle)
         if actions:
             actions += self._retry_pending(bundle.epoch, now)
@@ -376,7 +393,6 @@ class ValidatorCore:
                        provider_set: tuple[bytes, ...]) -> tuple[ReportHeader, list[Record]] | str:
         """The header and records that ``bundles`` produce, with ``provider_set`` (registration
         hashes measured from epoch + 2) as providers_root; or the reason we cannot tell."""
-        seed = self.epoch_seed(epoch)
         named = self.named_provider_set(epoch)
         measured: dict[bytes, Registration] | None = None
         if named is not None:
@@ -386,7 +402,6 @@ class ValidatorCore:
                         for h in named}
         by_validator = {b.validator: b for b in bundles}
         per_provider: dict[bytes, list[Observation]] = {}
-        committees: dict[bytes, tuple[bytes, ...]] = {}
         for validator, bundle in sorted(by_validator.items()):
             for obs in bundle.observations:
                 if obs.heartbeats_sent == 0:
@@ -394,11 +409,7 @@ class ValidatorCore:
                 if measured is not None and obs.provider not in measured:
                     self.dropped["observation_outside_provider_set"] += 1
                     continue
-                members = committees.get(obs.provider)
-                if members is None:
-                    members = committees[obs.provider] = assignment.committee(
-                        self.spec, seed, obs.provider)
-                if validator not in members:
+                if validator not in self.committee(epoch, obs.provider):
                     self.dropped["observation_outside_committee"] += 1
                     continue
                 per_provider.setdefault(obs.provider, []).append(obs)

@@ -179,3 +179,16 @@ def test_a_bundle_with_a_beacon_for_another_epoch_is_rejected() -> None:
     core = cluster.cores[0]
     assert core.check("bundles", forged.encode()) is None
     assert core.dropped["bundles:bad_beacon"] == 1
+
+
+def test_a_bundle_with_observations_outside_its_committees_is_dropped() -> None:
+    cluster = make_cluster(4, providers=12)
+    core, other = cluster.cores[0], cluster.cores[1]
+    outside = [r for r in core.provider_set(0) if other.me not in core.committee(0, r.provider)]
+    assert outside, "with k=3 of 4 some providers are not v1's"
+    bundle = MeasurementBundle(cluster.spec.config_digest, 0, other.me,
+                               (make_observation(outside[0].provider),)).signed_by(seed_for("v1"))
+    msg = core.check("bundles", bundle.encode())
+    assert msg is not None  # authentic: not scored against the peer
+    assert core.on_message(msg, cluster.spec.epoch_end(0)) == []
+    assert core.dropped["bundles:outside_committee"] == 1

@@ -149,6 +149,18 @@ class Validator:
 
     # -- actions --------------------------------------------------------------------------
     async def _act(self, actions: list[c.Action]) -> None:
+        # Slashing protection first, before any await: once the core holds our signature it
+        # can leave the process (a fetch answer, a final report) while this task is parked in
+        # a publish, so the row must already be on disk.
+        refused = set()
+        for action in actions:
+            if isinstance(action, c.SignHeader):
+                try:
+                    self.store.record_signed_header(action.epoch, action.header_hash)
+                except SlashingRefused as exc:
+                    refused.add(action)
+                    self.core.dropped["slashing_refused"] += 1
+                    log.error("slashing_refused", epoch=action.epoch, detail=str(exc))
         for action in actions:
             if isinstance(action, c.Publish):
                 await self._publish(action.topic, action.data)
@@ -160,11 +172,7 @@ class Validator:
                 self.store.put_bundle(action.bundle.epoch, action.bundle.validator,
                                       action.bundle.hash(), action.bundle.encode())
             elif isinstance(action, c.SignHeader):
-                try:
-                    self.store.record_signed_header(action.epoch, action.header_hash)
-                except SlashingRefused as exc:
-                    self.core.dropped["slashing_refused"] += 1
-                    log.error("slashing_refused", epoch=action.epoch, detail=str(exc))
+                if action in refused:
                     continue
                 log.info("header_signed", epoch=action.epoch,
                          header=action.header_hash.hex()[:16])

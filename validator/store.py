@@ -105,6 +105,14 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = _connect(path)
         self._conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a file written by an earlier version up to SCHEMA (columns only added)."""
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(final_reports)")}
+        if "provider_set" not in columns:
+            self._conn.execute("ALTER TABLE final_reports ADD COLUMN provider_set BLOB "
+                               "NOT NULL DEFAULT x''")
 
     def close(self) -> None:
         self._conn.close()

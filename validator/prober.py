@@ -21,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import random
 import secrets
+import socket
 import statistics
+import struct
 from dataclasses import dataclass, field
 from typing import Callable, Sequence, TypeVar
 
@@ -33,6 +35,7 @@ from proofs import probe as wire
 from proofs.challenges import NONCE_SIZE, SEED_SIZE, Keystream, verify_heartbeat
 from proofs.codec import U32_MAX
 from proofs.errors import BadSignature, DecodeError
+from proofs.location import outside_bound
 from proofs.messages import Observation, Registration
 from proofs.report import Flag
 from proofs.signing import public_key
@@ -44,6 +47,9 @@ IO_SIZE = 1 << 20  # data-plane reads and writes: big buffers keep Python out of
 ECHO_SESSIONS_PER_EPOCH = 3
 ECHO_PAYLOAD_SIZE = 16
 RESULT_SLACK_SECONDS = 2.0  # extra time the provider gets to drain and digest an upload
+_TCP_INFO_SIZE = 232  # enough of Linux's struct tcp_info to reach tcpi_bytes_acked
+_LAST_ACK_RECV_OFFSET = 56  # u32 tcpi_last_ack_recv, ms since the last ACK arrived
+_BYTES_ACKED_OFFSET = 120  # u64 tcpi_bytes_acked (Linux >= 4.1)
 
 
 class ProbeFailed(Exception):
@@ -154,6 +160,20 @@ class Control:
             raise ProbeFailed("declined", reply.reason)
         return reply
 
+    async def timed_call(self, request: wire.Request,
+                         timeout: float) -> tuple[wire.Response, float]:
+        """``call``, plus the seconds from the request having been written (handed to the
+        transport, which sends it) to the reply having been read: a round trip that leaves
+        out our own encoding and encryption of the request (~0.2 ms in py-libp2p)."""
+        with trio.fail_after(timeout):
+            await self.stream.write_frame(request.encode())
+            written = trio.current_time()
+            reply = wire.decode_response(await self.stream.read_frame(wire.MAX_RESPONSE_BYTES))
+            elapsed = trio.current_time() - written
+        if isinstance(reply, wire.ErrorReply):
+            raise ProbeFailed("declined", reply.reason)
+        return reply, elapsed
+
     async def aclose(self) -> None:
         await self.stream.aclose()
 
@@ -190,13 +210,12 @@ async def check_heartbeat(transport: Transport, target: ProbeTarget, *, network_
 
 
 async def measure_rtts(control: Control, count: int, timeout: float) -> list[int]:
-    """``count`` echo round trips; RTTs in microseconds on trio's clock."""
+    """``count`` echo round trips; RTTs in microseconds on trio's clock, each from the request
+    having been written to the reply having been read (``Control.timed_call``)."""
     rtts: list[int] = []
     for _ in range(count):
         payload = secrets.token_bytes(ECHO_PAYLOAD_SIZE)
-        started = trio.current_time()
-        reply = await control.call(wire.EchoRequest(payload), timeout)
-        elapsed = trio.current_time() - started
+        reply, elapsed = await control.timed_call(wire.EchoRequest(payload), timeout)
         if not isinstance(reply, wire.EchoReply) or reply.payload != payload:
             raise ProbeFailed("echo_mismatch")
         rtts.append(max(1, int(elapsed * 1_000_000)))
@@ -274,12 +293,52 @@ async def measure_down(control: Control, params: ProbeParams,
                       total)
 
 
+def _acked_point(sock: trio.socket.SocketType, now: float) -> tuple[float, int] | None:
+    """``(time, bytes)``: what the peer's TCP had acknowledged on ``sock`` and when that
+    acknowledgement arrived (Linux ``tcpi_bytes_acked`` and ``tcpi_last_ack_recv``, ms
+    resolution); None where TCP_INFO does not carry them.
+
+    Dating the count by the ACK's arrival rather than by ``now`` matters: a receiver that
+    reads slowly gets delayed ACKs (up to 40-200 ms), and pairing an old count with ``now``
+    would credit the bytes delivered in between twice.
+    """
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    except (OSError, AttributeError):
+        return None
+    if len(info) < _BYTES_ACKED_OFFSET + 8:
+        return None
+    since_ms = struct.unpack_from("=I", info, _LAST_ACK_RECV_OFFSET)[0]
+    return now - since_ms / 1000, int(struct.unpack_from("=Q", info, _BYTES_ACKED_OFFSET)[0])
+
+
+def keystream_digest(seed: bytes, length: int) -> bytes:
+    """BLAKE2b-256 of the first ``length`` bytes of ``Keystream(seed)`` (CPU-bound: run it in
+    a thread; about 0.25 s per Gbit)."""
+    keystream = Keystream(seed)
+    hasher = hashlib.blake2b(digest_size=wire.DIGEST_SIZE)
+    block = bytearray(IO_SIZE)
+    view = memoryview(block)
+    while length > 0:
+        n = min(length, IO_SIZE)
+        keystream.next_into(view[:n])
+        hasher.update(view[:n])
+        length -= n
+    return hasher.digest()
+
+
 async def measure_up(control: Control, params: ProbeParams) -> Throughput:
     """Write keystream bytes for one window, then compare the provider's count and digest.
 
-    The rate counts the bytes written after the warm-up slice over the time until the
-    provider's report confirmed them (``delivered_kbps``), so our own send buffer is not
-    credited as bandwidth.
+    The rate counts the bytes delivered after the warm-up slice over the time until the
+    provider's report confirmed them (``delivered_kbps``): the start point is what the
+    provider's TCP had acknowledged at the end of the warm-up slice, dated by that ACK
+    (``_acked_point``; bytes written, where the kernel does not say), so neither our own send
+    buffer nor its drain is miscounted. Acknowledging early cannot help a provider (it only
+    raises the start point, and the digest still needs every byte); acknowledging less than
+    it holds gains at most the bytes in flight, which TCP bounds to about one window. Our
+    digest of what we sent is computed after the transfer, in a thread, so hashing never
+    competes with sending.
     Flags: DATA_PORT_UNREACHABLE, TRUNCATED_STREAM (provider closed inside the window),
     UPLOAD_MISMATCH (count or digest differ). Any flag scores 0.
     """
@@ -291,11 +350,11 @@ async def measure_up(control: Control, params: ProbeParams) -> Throughput:
     stream = await _open_data(control.target, token, timeout)
     if stream is None:
         return Throughput(0, Flag.DATA_PORT_UNREACHABLE, 0)
-    keystream = Keystream(secrets.token_bytes(SEED_SIZE))
-    hasher = hashlib.blake2b(digest_size=wire.DIGEST_SIZE)
+    seed = secrets.token_bytes(SEED_SIZE)
+    keystream = Keystream(seed)
     block = bytearray(IO_SIZE)
     view = memoryview(block)
-    timeline: list[tuple[float, int]] = []
+    timeline: list[tuple[float, int]] = []  # (time, bytes acknowledged, else written)
     sent = 0
     truncated = False
     start = trio.current_time()
@@ -307,15 +366,20 @@ async def measure_up(control: Control, params: ProbeParams) -> Throughput:
                 while offset < IO_SIZE:
                     try:
                         # A raw socket send is atomic under cancellation (it either sent n
-                        # bytes or nothing), so ``sent`` and the digest stay exact.
+                        # bytes or nothing), so ``sent`` stays exact.
                         n = await stream.socket.send(view[offset:])
                     except OSError:
                         truncated = True
                         break
-                    hasher.update(view[offset:offset + n])
                     offset += n
                     sent += n
-                    timeline.append((trio.current_time(), sent))
+                    now = trio.current_time()
+                    point = _acked_point(stream.socket, now)
+                    if point is None:
+                        timeline.append((now, sent))
+                    else:  # the token came first; keep the times ascending
+                        at = max(point[0], timeline[-1][0] if timeline else start)
+                        timeline.append((at, max(0, min(sent, point[1] - len(token)))))
                 if truncated:
                     break
         if not truncated:
@@ -331,10 +395,11 @@ async def measure_up(control: Control, params: ProbeParams) -> Throughput:
     finally:
         await trio.aclose_forcefully(stream)
     report = _expect(report, wire.UpReport)
-    if report.byte_count != sent or report.digest != hasher.digest():
+    if report.byte_count != sent or report.digest != await trio.to_thread.run_sync(
+            keystream_digest, seed, sent, abandon_on_cancel=True):
         return Throughput(0, Flag.UPLOAD_MISMATCH, sent)
     return Throughput(wire.delivered_kbps(timeline, start, window, params.warmup_fraction,
-                                          delivered_at), 0, sent)
+                                          delivered_at, total=sent), 0, sent)
 
 
 @dataclass(frozen=True)
@@ -451,6 +516,7 @@ class _Tally:
     heartbeats_sent: int = 0
     heartbeats_ok: int = 0
     rtts: list[int] = field(default_factory=list)
+    heartbeat_rtt_min_us: int = 0  # fastest answered heartbeat, stream open included; 0: none
     down_kbps: int = 0
     up_kbps: int = 0
     flags: int = 0
@@ -482,6 +548,9 @@ class EpochProber:
         self._echo_sessions = echo_sessions
         self._targets = {r.provider: ProbeTarget.from_registration(r) for r in providers}
         self._tally = {key: _Tally() for key in self._targets}
+        self._claims = {r.provider: (r.lat_microdeg, r.lon_microdeg) for r in providers}
+        self._home = spec.member(public_key(validator_seed))  # None: not in the spec
+        self._location_counted: set[bytes] = set()
         self._logged: set[tuple[bytes, str]] = set()
         self.dropped: dict[str, int] = {}
 
@@ -505,14 +574,39 @@ class EpochProber:
             self._drop(None, "throughput_not_reached", count=skipped)
 
     def observations(self) -> tuple[Observation, ...]:
-        """One observation per assigned provider, sorted by provider key."""
+        """One observation per assigned provider, sorted by provider key.
+
+        Adds LOCATION_MISMATCH where ``_location_flag`` says so (counted and logged once per
+        provider however often this is called).
+        """
         result = []
         for provider in sorted(self._tally):
             t = self._tally[provider]
             median, minimum = _rtt_summary(t.rtts)
+            flags = t.flags | self._location_flag(provider, t)
             result.append(Observation(provider, t.heartbeats_sent, t.heartbeats_ok, median,
-                                      minimum, t.down_kbps, t.up_kbps, t.flags))
+                                      minimum, t.down_kbps, t.up_kbps, flags))
         return tuple(result)
+
+    def _location_flag(self, provider: bytes, tally: _Tally) -> int:
+        """LOCATION_MISMATCH if the provider's claimed location is farther from this validator
+        than the fastest round trip measured to it allows (``proofs.location``).
+
+        The fastest of the echo RTTs and of the answered heartbeats (which include opening a
+        stream, so they can only widen the bound). No RTT measured, no judgement: absence is
+        uptime's business. A validator missing from the spec has no known location: no flag.
+        """
+        measured = [*tally.rtts, tally.heartbeat_rtt_min_us]
+        fastest = min((rtt for rtt in measured if rtt > 0), default=0)
+        if self._home is None or fastest == 0:
+            return 0
+        lat, lon = self._claims[provider]
+        if not outside_bound(self._home.lat, self._home.lon, lat, lon, fastest):
+            return 0
+        if provider not in self._location_counted:
+            self._location_counted.add(provider)
+            self._drop(provider, "location_mismatch")
+        return Flag.LOCATION_MISMATCH
 
     # -- loops -------------------------------------------------------------------------------
     def _deadline(self, wall: float) -> float:
@@ -541,6 +635,7 @@ class EpochProber:
     async def _one_heartbeat(self, provider: bytes) -> None:
         tally = self._tally[provider]
         ok = False
+        started = trio.current_time()
         try:
             ok = await check_heartbeat(self._transport, self._targets[provider],
                                        network_id=self._spec.network_id, epoch=self._epoch,
@@ -553,6 +648,10 @@ class EpochProber:
             self._drop(provider, f"heartbeat_{drop_reason(error)}")
         tally.heartbeats_sent += 1
         tally.heartbeats_ok += int(ok)
+        if ok:
+            rtt = max(1, int((trio.current_time() - started) * 1_000_000))
+            if not tally.heartbeat_rtt_min_us or rtt < tally.heartbeat_rtt_min_us:
+                tally.heartbeat_rtt_min_us = rtt
 
     async def _echo_loop(self, provider: bytes, epoch_start: float, epoch_end: float) -> None:
         """``echo_sessions`` echo sessions, one somewhere in each equal slice of the epoch."""

@@ -113,6 +113,9 @@ class _EpochState:
         default_factory=dict)
     signatures: dict[bytes, dict[bytes, bytes]] = field(default_factory=dict)  # hash->signer
     proposed: set[int] = field(default_factory=set)
+    # validator -> bundle hash we held when we first judged a proposal for this epoch
+    held_at_cutoff: dict[bytes, bytes] | None = None
+    proposers: dict[bytes, bytes] = field(default_factory=dict)  # header hash -> leader
 
 
 class ValidatorCore:
@@ -132,6 +135,8 @@ class ValidatorCore:
         self._epochs: dict[int, _EpochState] = {}
         self._bundle_by_hash: dict[bytes, MeasurementBundle] = {}
         self._committees: dict[bytes, dict[bytes, tuple[bytes, ...]]] = {}  # by epoch seed
+        self._seed_cache: dict[tuple[int, int], bytes] = {}
+        self._finals_changes = 0  # bumps whenever an epoch enters or leaves ``finals``
         self._published: set[int] = set()
         self._version = 0  # bumps when a bundle or final arrives: pending proposals re-check
         self._weights = WeightParams(spec.rewards.throughput_cap_kbps,
@@ -150,6 +155,7 @@ class ValidatorCore:
             self._add_bundle(msg)
         for final in finals:
             self.finals[final.epoch] = final
+            self._finals_changes += 1
         self.signed.update(signed)
         self._published.update(e for e, st in self._epochs.items() if self.me in st.bundles)
 
@@ -165,7 +171,15 @@ class ValidatorCore:
         return ReportHeader.from_bytes(final.header).next_seed
 
     def epoch_seed(self, epoch: int) -> bytes:
-        return assignment.epoch_seed(self.base_seed(epoch), epoch)
+        """Memoized per epoch for as long as the set of final epochs is unchanged: committee
+        lookups ask for it millions of times per epoch at scale."""
+        key = (epoch, self._finals_changes)
+        seed = self._seed_cache.get(key)
+        if seed is None:
+            if len(self._seed_cache) > 64:
+                self._seed_cache.clear()
+            seed = self._seed_cache[key] = assignment.epoch_seed(self.base_seed(epoch), epoch)
+        return seed
 
     def named_provider_set(self, epoch: int) -> tuple[bytes, ...] | None:
         """Registration hashes measured in ``epoch``, as fixed by the provider set of the
@@ -285,10 +299,17 @@ class ValidatorCore:
         if header.config_digest != self.spec.config_digest:
             return "wrong_network"
         digest = sha256(final.header)
+        known = self.finals.get(header.epoch)
+        same = known is not None and known.header_hash == digest
+        # A header we hold was checked already: only signatures we do not hold need checking.
+        held = dict(known.signatures) if same else {}  # type: ignore[union-attr]
         valid = 0
         for signer, signature in final.signatures:
             if self.spec.member(signer) is None:
                 return "not_member"
+            if held.get(signer) == signature:
+                valid += 1
+                continue
             try:
                 ReportSignature(header.config_digest, header.epoch, digest, signer,
                                 signature).verify()
@@ -297,7 +318,8 @@ class ValidatorCore:
             valid += 1
         if valid < self.spec.threshold:
             return "below_threshold"
-        if merkle.root(list(final.provider_set)) != header.providers_root:
+        if not (same and final.provider_set == known.provider_set) and \
+                merkle.root(list(final.provider_set)) != header.providers_root:  # type: ignore[union-attr]
             return "provider_set_mismatch"
         if final.records:
             if len(final.records) != header.record_count:
@@ -524,6 +546,17 @@ class ValidatorCore:
             self.dropped["proposal_uses_equivocator"] += 1
             state.pending.pop(proposal.leader, None)
             return []
+        # A leader may not leave out bundles we held by the time proposals were due: else a
+        # censoring leader plus lying friends could become a committee's majority. Honest
+        # validators that hold the omitted bundles refuse, so censors never reach threshold.
+        if state.held_at_cutoff is None:
+            state.held_at_cutoff = {v: b.hash() for v, b in state.bundles.items()}
+        omitted = [h for v, h in state.held_at_cutoff.items()
+                   if v not in state.equivocators and h not in proposal.bundle_hashes]
+        if omitted:
+            self.dropped["proposal_omits_held_bundles"] += 1
+            state.pending.pop(proposal.leader, None)
+            return []
         problem = self._check_provider_set(epoch, proposal.provider_set,
                                            self.attempt_start(epoch, proposal.attempt) + 1.0)
         if isinstance(problem, list):
@@ -544,6 +577,7 @@ class ValidatorCore:
         header_hash = header.hash()
         state.headers[header_hash] = (proposal.header, proposal.bundle_hashes,
                                       proposal.provider_set)
+        state.proposers.setdefault(header_hash, proposal.leader)
         actions: list[Action] = []
         signed = self.signed.get(epoch)
         if signed is None:
@@ -609,10 +643,14 @@ class ValidatorCore:
             final = StoredFinal(epoch, header, header_hash, sigs,
                                 tuple(r.to_bytes() for r in records), hashes, provider_set)
             self.finals[epoch] = final
+            self._finals_changes += 1
             self._version += 1
             actions.append(SaveFinal(final, new=True))
-            actions.append(Publish("finals", FinalReport(header, sigs,
-                                                         provider_set=provider_set).encode()))
+            if state.proposers.get(header_hash) == self.me:
+                # One copy per report, from its leader: validators that saw the proposal
+                # finalize from the signatures themselves; the rest catch up by fetching.
+                actions.append(Publish("finals", FinalReport(
+                    header, sigs, provider_set=provider_set).encode()))
         return actions
 
     def _on_final(self, final: FinalReport, now: float) -> list[Action]:
@@ -644,6 +682,7 @@ class ValidatorCore:
         stored = StoredFinal(header.epoch, final.header, header_hash, final.signatures,
                              tuple(records), hashes, final.provider_set)
         self.finals[header.epoch] = stored
+        self._finals_changes += 1
         self._version += 1
         return [SaveFinal(stored, new=True)] + self._walk_back(header, now)
 
@@ -683,6 +722,7 @@ class ValidatorCore:
                 self._bundle_by_hash.pop(bundle.hash(), None)
         for old in [e for e in self.finals if e < epoch - 64]:
             del self.finals[old]
+            self._finals_changes += 1
 
     # -- fetch protocol (serving side) ------------------------------------------------------
     def answer_fetch(self, request: FetchRequest) -> bytes | None:

@@ -548,21 +548,7 @@ class SimNetwork:
             await self.wait_until(lambda: self._evidence_complete(epoch))
 
     def verify_epoch(self, epoch: int, *, strict: bool = True) -> EpochCheck:
-        """Assert the outcome of ``epoch`` (AssertionError says what is wrong or missing):
-
-        1. every running honest validator has a final report for ``epoch`` in SQLite;
-        2. no two validators (any, running or not, honest or not) hold different headers,
-           and the header names the latest earlier final header as its previous one;
-        3. every record's metric lies within [min, max] of the committee members'
-           truthful observations of that provider: the honest members', and those of
-           byzantine members whose fault is not in their measurements (a censor, a
-           withholder); a record carried for lack of quorum must equal the previous epoch's
-           record, flagged. With ``strict=False``, a record out of range whose used
-           observations were at least half lies (a captured committee) is reported in
-           ``EpochCheck.captured`` instead of failing;
-        4. every equivocation committed in ``epoch`` is evidence in the SQLite file of every
-           honest validator that was up since before the epoch's bundles were published.
-        """
+        """Assert the outcome of ``epoch``: see ``verdict.verify_epoch`` for what is checked."""
         return verdict.verify_epoch(self, epoch, strict=strict)
 
 

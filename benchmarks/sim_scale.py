@@ -17,8 +17,10 @@ It prints one line per epoch and ends with one line of key=value pairs:
 - ``cpu_s_per_validator_epoch``: process CPU time from genesis to the last epoch's outcome,
   less the time spent verifying outcomes, over validators x epochs. It includes the harness (memory
   network, synthetic measurements, trio's scheduler), so it overstates one validator's cost;
-- ``gossip_bytes_per_validator_epoch``: bytes a validator sent on gossip hops (its own
-  publications and what it forwarded), over validators x epochs;
+- ``gossip_bytes_per_validator_epoch``: bytes a validator sent to other validators, over
+  validators x epochs: on gossip hops (its own publications and what it forwarded) and on
+  fetch streams (requests and answers: bundles travel that way, announced by a gossiped
+  notice), so pulling instead of pushing cannot hide traffic;
 - ``peak_rss_mb``: the whole process (all validators), from getrusage;
 - then ``captured`` (records out of the truthful range where lies were at least half of the
   observations used: k < 2f+1 or censored bundles), ``violations`` (out of range with a
@@ -82,6 +84,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, object]:
                  f"threshold={sim.spec.threshold}: {time.perf_counter() - t_setup:.1f}s")
         await sim.sleep_until(sim.spec.genesis_time)
         sent0, published0 = sum(sim.gossip_sent.values()), sum(sim.gossip_published.values())
+        streamed0 = sum(sim.network.stream_bytes_sent.values())
         profiler = cProfile.Profile() if args.profile else None
         if profiler:
             profiler.enable()
@@ -123,10 +126,13 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, object]:
         if profiler:
             profiler.disable()
             profiler.dump_stats(args.profile)
-        sent = sum(sim.gossip_sent.values()) - sent0
+        gossiped = sum(sim.gossip_sent.values()) - sent0
+        streamed = sum(sim.network.stream_bytes_sent.values()) - streamed0
+        sent = gossiped + streamed
         ve = args.validators * args.epochs
-        progress("gossip bytes sent per validator-epoch by topic (whole run): " + ", ".join(
-            f"{topic}={count // ve}" for topic, count in sim.gossip_sent_by_topic.most_common()))
+        progress("bytes sent per validator-epoch: gossip by topic (whole run) " + ", ".join(
+            f"{topic}={count // ve}" for topic, count in sim.gossip_sent_by_topic.most_common())
+            + f"; fetch streams={streamed // ve}")
         published = sum(sim.gossip_published.values()) - published0
         sim.stop_all()
     return {

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -121,8 +122,10 @@ class MemoryStream(Stream):
         remote_peer: str,
         send: trio.MemorySendChannel[bytes],
         receive: trio.MemoryReceiveChannel[bytes],
+        sent: Callable[[int], None] = lambda size: None,
     ) -> None:
         self.remote_peer = remote_peer
+        self._sent = sent
         self._send = send
         self._receive = receive
         self._decoder = FrameDecoder()
@@ -137,8 +140,10 @@ class MemoryStream(Stream):
         return frame
 
     async def write_frame(self, data: bytes) -> None:
+        frame = encode_frame(data)
+        self._sent(len(frame))  # counted when handed over: the reader may run before we resume
         try:
-            await self._send.send(encode_frame(data))
+            await self._send.send(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise StreamClosed(f"stream to {self.remote_peer} is closed") from None
 
@@ -183,7 +188,10 @@ class MemoryTransport(Transport):
         await self._link(peer)
         return peer
 
-    async def _link(self, peer: str) -> MemoryTransport:
+    async def _link(self, peer: str, *, gossip: bool = True) -> MemoryTransport:
+        """Connect to ``peer``. ``gossip``: the link joins the gossip mesh (as a dial does);
+        a stream to a peer outside our mesh connects without it, as gossipsub keeps its mesh
+        at about D peers however many connections a host has."""
         if peer == self.peer_id:
             raise DialError(f"refusing to dial our own peer id {peer}")
         delays = self._network.route(self.peer_id, peer, "connect")
@@ -194,7 +202,9 @@ class MemoryTransport(Transport):
             self._counters["dial_failed"] += 1
             reason = "unreachable (route)" if not delays else "not running"
             raise DialError(f"could not connect to {peer}: {reason}")
-        self._network._links.add(frozenset((self.peer_id, peer)))
+        link = frozenset((self.peer_id, peer))
+        (self._network._links if gossip else self._network._stream_links).add(link)
+        self._network._link_version += 1
         return remote
 
     # -- streams -----------------------------------------------------------------------------
@@ -202,7 +212,7 @@ class MemoryTransport(Transport):
     async def open_stream(self, peer_id: str, protocol: str) -> Stream:
         remote = self._network._running.get(peer_id)
         if remote is None or peer_id not in self.connected_peers():
-            remote = await self._link(peer_id)
+            remote = await self._link(peer_id, gossip=False)
         delays = self._network.route(self.peer_id, peer_id, "stream")
         if not delays:
             raise DialError(f"could not open {protocol} to {peer_id}: unreachable (route)")
@@ -212,8 +222,11 @@ class MemoryTransport(Transport):
             raise DialError(f"could not open {protocol} to {peer_id}: protocol not served")
         out_send, out_receive = trio.open_memory_channel[bytes](STREAM_BUFFER_CHUNKS)
         back_send, back_receive = trio.open_memory_channel[bytes](STREAM_BUFFER_CHUNKS)
-        local = MemoryStream(peer_id, out_send, back_receive)
-        served = MemoryStream(self.peer_id, back_send, out_receive)
+        counts = self._network.stream_bytes_sent
+        local = MemoryStream(peer_id, out_send, back_receive,
+                             lambda size: counts.update({self.peer_id: size}))
+        served = MemoryStream(self.peer_id, back_send, out_receive,
+                              lambda size: counts.update({peer_id: size}))
         remote._nursery.start_soon(remote._run_handler, handler, served)
         return local
 
@@ -318,8 +331,12 @@ class MemoryNetwork:
         self.random = random.Random(seed)
         self.route: Route = route if route is not None else direct_route
         self._running: dict[str, MemoryTransport] = {}
-        self._links: set[frozenset[str]] = set()
+        self._links: set[frozenset[str]] = set()  # connections in the gossip mesh
+        self._stream_links: set[frozenset[str]] = set()  # connected for streams only
+        self._link_version = 0  # bumps on every link change: invalidates _neighbour_cache
+        self._neighbour_cache: dict[tuple[str, bool], tuple[int, list[str]]] = {}
         self._in_flight = 0  # gossip hops scheduled but not yet processed (or dropped)
+        self.stream_bytes_sent: Counter[str] = Counter()  # by sending peer, frames included
         self._quiet = trio.Event()
 
     def lossy(
@@ -344,6 +361,9 @@ class MemoryNetwork:
                 transport._close()
                 del self._running[peer_id]
                 self._links = {link for link in self._links if peer_id not in link}
+                self._stream_links = {link for link in self._stream_links
+                                      if peer_id not in link}
+                self._link_version += 1
                 nursery.cancel_scope.cancel()
 
     async def wait_quiet(self) -> None:
@@ -360,10 +380,15 @@ class MemoryNetwork:
             self._quiet.set()
             self._quiet = trio.Event()
 
-    def _neighbours(self, peer_id: str) -> list[str]:
-        return sorted(
-            other for link in self._links if peer_id in link for other in link if other != peer_id
-        )
+    def _neighbours(self, peer_id: str, *, gossip_only: bool = False) -> list[str]:
+        # cached until the links change: at 100 peers this is asked on every hop and fetch
+        cached = self._neighbour_cache.get((peer_id, gossip_only))
+        if cached is None or cached[0] != self._link_version:
+            links = self._links if gossip_only else self._links | self._stream_links
+            found = sorted(other for link in links if peer_id in link
+                           for other in link if other != peer_id)
+            cached = self._neighbour_cache[(peer_id, gossip_only)] = (self._link_version, found)
+        return list(cached[1])
 
     def _gossip_neighbours(
         self, peer_id: str, topic: str, exclude: str
@@ -371,7 +396,7 @@ class MemoryNetwork:
         """Connected, running peers subscribed to ``topic``, in a seeded order."""
         peers = [
             self._running[other]
-            for other in self._neighbours(peer_id)
+            for other in self._neighbours(peer_id, gossip_only=True)
             if other != exclude and other in self._running
             and topic in self._running[other]._topics
         ]

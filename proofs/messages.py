@@ -9,7 +9,8 @@ the last field and covers ``domain || pack([tag, field, ...])`` (everything befo
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Union
 
 from proofs import signing, vrf
@@ -23,6 +24,9 @@ TAG_PROPOSAL = 3
 TAG_SIGNATURE = 4
 TAG_FINAL = 5
 TAG_FETCH = 6
+TAG_BUNDLE_NOTICE = 7
+TAG_PROVIDER_SET = 8
+TAG_NOTICE_LIST = 9
 
 MAX_TEXT = 256
 MAX_ENTRIES = 20_000  # observations per bundle: providers one validator measures per epoch
@@ -31,9 +35,14 @@ MAX_RECORDS = 100_000
 MAX_PROVIDERS = 20_000  # registrations named by one provider set
 # Byte limits by topic, checked before decoding (DESIGN §12: bounded sizes everywhere).
 MAX_REGISTRATION_BYTES = 1_024
-MAX_BUNDLE_BYTES = 160 + MAX_ENTRIES * 60
+# provider, heartbeats sent and ok, rtt median and min, down and up kbps (u32), flags (u16)
+OBSERVATION = struct.Struct("<32sIIIIIIH")
+MAX_BUNDLE_BYTES = 256 + MAX_ENTRIES * OBSERVATION.size
 MAX_PROPOSAL_BYTES = 512 + (MAX_BUNDLES + MAX_PROVIDERS) * 35
 MAX_SIGNATURE_BYTES = 256
+MAX_NOTICE_BYTES = 256
+MAX_PROVIDER_SET_BYTES = 16 + MAX_PROVIDERS * 35
+MAX_NOTICE_LIST_BYTES = 16 + MAX_BUNDLES * (MAX_NOTICE_BYTES + 3)
 # Gossiped finals carry no records (fetched on demand), so they stay far below libp2p's 4 MiB.
 MAX_FINAL_BYTES = 512 + MAX_BUNDLES * 100 + MAX_PROVIDERS * 35 + MAX_RECORDS * (RECORD_SIZE + 3)
 
@@ -101,6 +110,27 @@ class Observation:
         return obs
 
 
+def pack_observations(observations: tuple[Observation, ...]) -> bytes:
+    """A bundle's observations as one byte string of fixed-size entries: tens of thousands
+    are decoded per epoch at scale, and ``struct`` does that far faster than msgpack lists."""
+    entry = OBSERVATION.pack
+    return b"".join([entry(*o.to_list()) for o in observations])
+
+
+def unpack_observations(data: bytes) -> tuple[Observation, ...]:
+    """Inverse of ``pack_observations``. Raises DecodeError on a ragged length, more heartbeats
+    ok than sent, or providers not sorted and distinct."""
+    if len(data) % OBSERVATION.size:
+        raise DecodeError("malformed", "observations not a whole number of entries")
+    observations = tuple([Observation(*entry) for entry in OBSERVATION.iter_unpack(data)])
+    if any(o.heartbeats_ok > o.heartbeats_sent for o in observations):
+        raise DecodeError("malformed", "more heartbeats ok than sent")
+    keys = [o.provider for o in observations]
+    if any(a >= b for a, b in zip(keys, keys[1:])):
+        raise DecodeError("malformed", "observations not sorted and distinct")
+    return observations
+
+
 @dataclass(frozen=True)
 class MeasurementBundle:
     """One validator's observations for one epoch; one per validator per epoch.
@@ -119,7 +149,7 @@ class MeasurementBundle:
 
     def _fields(self) -> list[Any]:
         return [TAG_BUNDLE, self.config_digest, self.epoch, self.validator,
-                [o.to_list() for o in self.observations], self.beacon]
+                self._packed_observations, self.beacon]
 
     def signed_by(self, seed: bytes) -> "MeasurementBundle":
         """Sign, adding this epoch's beacon first if the bundle has none."""
@@ -141,11 +171,92 @@ class MeasurementBundle:
         """The VRF output (beta). Only meaningful once ``verify`` has passed."""
         return vrf.proof_to_hash(self.beacon)
 
+    # Bundles are encoded and hashed many times per epoch (dedup, proposals, the store, fetch
+    # answers), each time for tens of kilobytes: cached on the frozen instance.
+    @cached_property
+    def _packed_observations(self) -> bytes:
+        return pack_observations(self.observations)
+
+    @cached_property
+    def _encoded(self) -> bytes:
+        return pack(self._fields() + [self.signature])
+
+    @cached_property
+    def _hash(self) -> bytes:
+        return signing.sha256(self._encoded)
+
+    def encode(self) -> bytes:
+        return self._encoded
+
+    def hash(self) -> bytes:
+        return self._hash
+
+
+@dataclass(frozen=True)
+class BundleNotice:
+    """"I signed this bundle": what the bundles topic carries (DESIGN §7).
+
+    Bundles are tens of kilobytes at scale and every validator needs each one once; flooding
+    them through the gossip mesh would send each about D times. The notice floods (under 200
+    bytes) and each validator pulls the bundle itself over the fetch protocol, from its signer
+    first. Signed, so a forged notice costs a signature check, and two notices (or a notice
+    and a bundle) with different hashes for one epoch are evidence of equivocation.
+    """
+
+    config_digest: bytes
+    epoch: int
+    validator: bytes
+    bundle_hash: bytes
+    signature: bytes = b""
+
+    def _fields(self) -> list[Any]:
+        return [TAG_BUNDLE_NOTICE, self.config_digest, self.epoch, self.validator,
+                self.bundle_hash]
+
+    @classmethod
+    def of(cls, bundle: "MeasurementBundle", seed: bytes) -> "BundleNotice":
+        notice = cls(bundle.config_digest, bundle.epoch, bundle.validator, bundle.hash())
+        sig = signing.sign(seed, signing.DOMAIN_BUNDLE_NOTICE, pack(notice._fields()))
+        return _replace_signature(notice, sig)
+
+    def verify(self) -> None:
+        signing.verify(self.validator, signing.DOMAIN_BUNDLE_NOTICE, pack(self._fields()),
+                       self.signature)
+
     def encode(self) -> bytes:
         return pack(self._fields() + [self.signature])
 
-    def hash(self) -> bytes:
-        return signing.sha256(self.encode())
+
+@dataclass(frozen=True)
+class ProviderSet:
+    """A fetch answer: registration hashes (sorted, distinct) whose merkle root a proposal's
+    header names as ``providers_root``. It authenticates itself by that root."""
+
+    hashes: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        return pack([TAG_PROVIDER_SET, list(self.hashes)])
+
+
+@dataclass(frozen=True)
+class NoticeList:
+    """A fetch answer: the bundle notices a peer holds for one epoch, each still signed by
+    its bundle's validator. It re-syncs bundles that gossip did not deliver (a partition, a
+    restart) so that the epoch can still reach a bundle set of ``threshold`` validators."""
+
+    notices: tuple[BundleNotice, ...]
+
+    def encode(self) -> bytes:
+        return pack([TAG_NOTICE_LIST, [n.encode() for n in self.notices]])
+
+
+def _notice(value: Any) -> BundleNotice:
+    if type(value) is not bytes:
+        raise DecodeError("malformed", "notice list entry is not bytes")
+    notice = decode_message(value, MAX_NOTICE_BYTES)
+    if not isinstance(notice, BundleNotice):
+        raise DecodeError("malformed", "notice list entry is not a bundle notice")
+    return notice
 
 
 @dataclass(frozen=True)
@@ -160,7 +271,8 @@ class Proposal:
     header: bytes
     signature: bytes = b""
     # sha256 of the registrations measured from epoch + 2 on (sorted, one per provider);
-    # their merkle root is the header's providers_root
+    # their merkle root is the header's providers_root. Leaders leave it empty: validators
+    # that compute the same root need nothing, the others fetch the set by its root.
     provider_set: tuple[bytes, ...] = ()
 
     def _fields(self) -> list[Any]:
@@ -213,19 +325,27 @@ class FinalReport:
 
 @dataclass(frozen=True)
 class FetchRequest:
-    """Ask a peer for a bundle or a registration (``key`` = its sha256), or a final report
-    (by ``epoch`` with ``key`` = b"", or by header hash in ``key``)."""
+    """Ask a peer for a bundle or a registration (``key`` = its sha256), a provider set (``key``
+    = its merkle root), the bundle notices it holds for ``epoch`` (``key`` = b""), or a final
+    report (by ``epoch`` with ``key`` = b"", or by header hash in ``key``).
 
-    kind: str  # "bundle" | "final" | "registration"
+    ``prefer``: validators (signing keys) to ask first, e.g. a bundle's signer; it is not
+    part of the request sent."""
+
+    kind: str  # one of FETCH_KINDS
     epoch: int
     key: bytes
+    prefer: tuple[bytes, ...] = field(default=(), compare=False, hash=False)
 
     def encode(self) -> bytes:
         return pack([TAG_FETCH, self.kind, self.epoch, self.key])
 
 
-Message = Union[Registration, MeasurementBundle, Proposal, ReportSignature, FinalReport,
-                FetchRequest]
+FETCH_KINDS = ("bundle", "final", "registration", "provider_set", "notices")
+
+
+Message = Union[Registration, MeasurementBundle, BundleNotice, Proposal, ReportSignature,
+                FinalReport, FetchRequest, ProviderSet, NoticeList]
 
 
 def beacon_alpha(config_digest: bytes, epoch: int) -> bytes:
@@ -264,13 +384,12 @@ def decode_message(data: bytes, max_bytes: int = MAX_FINAL_BYTES) -> Message:
             r.text(MAX_TEXT), r.text(MAX_TEXT), r.uint(U16_MAX), r.uint(), r.fixed_bytes(64))
     elif tag == TAG_BUNDLE:
         digest, epoch, validator = r.fixed_bytes(32), r.uint(), r.fixed_bytes(32)
-        observations = r.list_of(MAX_ENTRIES, Observation.from_value)
-        keys = [o.provider for o in observations]
-        if keys != sorted(set(keys)):
-            raise DecodeError("malformed", "observations not sorted and distinct")
-        message = MeasurementBundle(digest, epoch, validator, observations,
+        packed = r.var_bytes(MAX_ENTRIES * OBSERVATION.size)
+        message = MeasurementBundle(digest, epoch, validator, unpack_observations(packed),
                                     beacon=r.fixed_bytes(vrf.PROOF_LEN),
                                     signature=r.fixed_bytes(64))
+        # fixed-size entries re-pack to the same bytes: keep them for verify and encode
+        message.__dict__["_packed_observations"] = packed
     elif tag == TAG_PROPOSAL:
         digest, epoch, attempt, leader = (r.fixed_bytes(32), r.uint(), r.uint(U32_MAX),
                                           r.fixed_bytes(32))
@@ -292,9 +411,16 @@ def decode_message(data: bytes, max_bytes: int = MAX_FINAL_BYTES) -> Message:
         records = r.list_of(MAX_RECORDS, item_fixed_bytes(RECORD_SIZE))
         message = FinalReport(header, signatures, records,
                               _sorted_hashes(r, MAX_PROVIDERS, "provider set"))
+    elif tag == TAG_BUNDLE_NOTICE:
+        message = BundleNotice(r.fixed_bytes(32), r.uint(), r.fixed_bytes(32),
+                               r.fixed_bytes(32), r.fixed_bytes(64))
+    elif tag == TAG_PROVIDER_SET:
+        message = ProviderSet(_sorted_hashes(r, MAX_PROVIDERS, "provider set"))
+    elif tag == TAG_NOTICE_LIST:
+        message = NoticeList(r.list_of(MAX_BUNDLES, _notice))
     elif tag == TAG_FETCH:
         kind = r.text(16)
-        if kind not in ("bundle", "final", "registration"):
+        if kind not in FETCH_KINDS:
             raise DecodeError("malformed", "fetch kind")
         message = FetchRequest(kind, r.uint(), r.var_bytes(32))
     else:

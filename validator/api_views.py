@@ -26,7 +26,6 @@ import base58
 import msgpack
 
 from proofs import merkle
-from proofs.codec import pack
 from proofs.errors import DecodeError
 from proofs.messages import (MAX_BUNDLE_BYTES, MAX_REGISTRATION_BYTES, MeasurementBundle,
                              Observation, Registration, decode_message)
@@ -303,10 +302,10 @@ def committee(conn: sqlite3.Connection, spec: NetworkSpec, epoch: int, provider:
 
     Bundles can be large (one entry per provider a validator measured), and only the k
     committee members' bundles mention this provider: a bundle whose bytes do not contain the
-    provider key as msgpack encodes it cannot hold its observation, so it is skipped without
-    decoding. A bundle missing from the store is simply absent from the answer.
+    provider key cannot hold its observation, so it is skipped without decoding. A bundle
+    missing from the store is simply absent from the answer.
     """
-    needle = pack(provider)  # bin8 header + 32-byte key, exactly as inside an encoded bundle
+    needle = provider  # observations are fixed-size entries that begin with the raw key
     found: list[tuple[bytes, Json]] = []
     for start in range(0, len(bundle_hashes), _IN_CHUNK):
         chunk = list(bundle_hashes[start:start + _IN_CHUNK])

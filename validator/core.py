@@ -20,15 +20,17 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Union
+from typing import Callable, Iterable, Union
 
 from proofs import merkle
 from proofs.aggregate import WeightParams, build_records
+from proofs.consistency import drop_validators, inconsistent_validators
 from proofs.errors import BadSignature, DecodeError
 from proofs.messages import (
-    MAX_BUNDLE_BYTES, MAX_FINAL_BYTES, MAX_PROPOSAL_BYTES, MAX_REGISTRATION_BYTES,
-    MAX_SIGNATURE_BYTES, FetchRequest, FinalReport, MeasurementBundle, Message, Observation,
-    Proposal, Registration, ReportSignature, decode_message,
+    MAX_BUNDLE_BYTES, MAX_FINAL_BYTES, MAX_NOTICE_BYTES, MAX_NOTICE_LIST_BYTES,
+    MAX_PROPOSAL_BYTES, MAX_PROVIDER_SET_BYTES, MAX_REGISTRATION_BYTES, MAX_SIGNATURE_BYTES,
+    BundleNotice, FetchRequest, FinalReport, MeasurementBundle, Message, NoticeList,
+    Observation, Proposal, ProviderSet, Registration, ReportSignature, decode_message,
 )
 from proofs.report import Record, ReportHeader
 from proofs.signing import public_key, sha256, sign_raw
@@ -38,14 +40,26 @@ from validator.spec import NetworkSpec
 from validator.store import StoredFinal
 
 TOPICS = ("registrations", "bundles", "proposals", "signatures", "finals")
-MAX_BYTES = {"registrations": MAX_REGISTRATION_BYTES, "bundles": MAX_BUNDLE_BYTES,
+MAX_BYTES = {"registrations": MAX_REGISTRATION_BYTES, "bundles": MAX_NOTICE_BYTES,
              "proposals": MAX_PROPOSAL_BYTES, "signatures": MAX_SIGNATURE_BYTES,
              "finals": MAX_FINAL_BYTES}
-EXPECTED = {"registrations": Registration, "bundles": MeasurementBundle,
-            "proposals": Proposal, "signatures": ReportSignature, "finals": FinalReport}
+EXPECTED: dict[str, type] = {
+    "registrations": Registration, "bundles": BundleNotice, "proposals": Proposal,
+    "signatures": ReportSignature, "finals": FinalReport}
+# What a fetch answer of each kind must be, and its size limit; counted as "fetch_<kind>:..."
+FETCHED: dict[str, tuple[int, type]] = {
+    "bundle": (MAX_BUNDLE_BYTES, MeasurementBundle),
+    "registration": (MAX_REGISTRATION_BYTES, Registration),
+    "final": (MAX_FINAL_BYTES, FinalReport),
+    "provider_set": (MAX_PROVIDER_SET_BYTES, ProviderSet),
+    "notices": (MAX_NOTICE_LIST_BYTES, NoticeList),
+}
+MAX_FETCH_ANSWER_BYTES = max(limit for limit, _ in FETCHED.values())
 WINDOW_EPOCHS = 4  # bundles/proposals/signatures older than this many epochs are ignored
 CATCH_UP_EPOCHS = 16  # how far back a returning validator fetches the finals it missed
 ZERO = bytes(32)
+EMPTY_SET_ROOT = merkle.root([])
+PROVIDER_SET_CACHE = 8  # sets by merkle root: this epoch's, the next, and a few being agreed
 
 
 def registration_hash(reg: Registration) -> bytes:
@@ -105,6 +119,7 @@ Action = Union[Publish, SaveRegistration, SaveBundle, SignHeader, SaveFinal, Sav
 @dataclass
 class _EpochState:
     bundles: dict[bytes, MeasurementBundle] = field(default_factory=dict)  # by validator
+    notices: dict[bytes, BundleNotice] = field(default_factory=dict)  # by validator
     equivocators: set[bytes] = field(default_factory=set)
     # by leader: the proposal and the knowledge version it was last evaluated at
     pending: dict[bytes, tuple[Proposal, int]] = field(default_factory=dict)
@@ -130,14 +145,23 @@ class ValidatorCore:
         self.registration_by_hash: dict[bytes, Registration] = {}  # every version we hold
         self.finals: dict[int, StoredFinal] = {}
         self.signed: dict[int, bytes] = {}  # slashing-protection cache of the store's table
+        # epoch -> validators left out of that epoch's records as inconsistent (last computed)
+        self.excluded: dict[int, frozenset[bytes]] = {}
         # epoch -> (bundle hashes, provider set) of the header we signed: what we re-propose
         self._signed_sets: dict[int, tuple[tuple[bytes, ...], tuple[bytes, ...]]] = {}
         self._epochs: dict[int, _EpochState] = {}
         self._bundle_by_hash: dict[bytes, MeasurementBundle] = {}
+        # provider sets we computed or checked, by merkle root (proposals name only the root)
+        self._provider_sets: dict[bytes, tuple[bytes, ...]] = {}
+        self._roots: dict[tuple[bytes, ...], bytes] = {}  # the inverse, to skip re-hashing
+        self._next_set_cache: tuple[tuple[int, int], tuple[bytes, ...]] | None = None
+        self._registrations_changes = 0
+        self._header_cache: dict[tuple[object, ...], tuple[ReportHeader, list[Record]]] = {}
         self._committees: dict[bytes, dict[bytes, tuple[bytes, ...]]] = {}  # by epoch seed
         self._seed_cache: dict[tuple[int, int], bytes] = {}
         self._finals_changes = 0  # bumps whenever an epoch enters or leaves ``finals``
         self._published: set[int] = set()
+        self._resynced: dict[int, float] = {}  # epoch -> when we last asked for notices
         self._version = 0  # bumps when a bundle or final arrives: pending proposals re-check
         self._weights = WeightParams(spec.rewards.throughput_cap_kbps,
                                      spec.rewards.uptime_exponent, spec.rewards.latency_bound_us)
@@ -209,13 +233,44 @@ class ValidatorCore:
     def next_provider_set(self, epoch: int) -> tuple[bytes, ...]:
         """What a leader proposes with the report of ``epoch``: the latest registration of
         every provider issued by the end of ``epoch``."""
+        key = (epoch, self._registrations_changes)
+        if self._next_set_cache is not None and self._next_set_cache[0] == key:
+            return self._next_set_cache[1]
         end = self.spec.epoch_end(epoch)
-        latest: dict[bytes, Registration] = {}
-        for reg in self.registration_by_hash.values():
+        latest: dict[bytes, tuple[int, bytes]] = {}
+        for digest, reg in self.registration_by_hash.items():
             if reg.issued_at <= end and (reg.provider not in latest
-                                         or reg.issued_at > latest[reg.provider].issued_at):
-                latest[reg.provider] = reg
-        return tuple(sorted(registration_hash(r) for r in latest.values()))
+                                         or reg.issued_at > latest[reg.provider][0]):
+                latest[reg.provider] = (reg.issued_at, digest)
+        hashes = tuple(sorted(digest for _, digest in latest.values()))
+        self._next_set_cache = (key, hashes)
+        return hashes
+
+    def _remember_provider_set(self, hashes: tuple[bytes, ...]) -> bytes:
+        root = self._roots.get(hashes)
+        if root is None:
+            if len(self._roots) >= PROVIDER_SET_CACHE:
+                self._roots.pop(next(iter(self._roots)))
+            root = self._roots[hashes] = merkle.root(list(hashes))
+        if root not in self._provider_sets:
+            while len(self._provider_sets) >= PROVIDER_SET_CACHE:
+                self._provider_sets.pop(next(iter(self._provider_sets)))
+            self._provider_sets[root] = hashes
+        return root
+
+    def _resolve_provider_set(self, epoch: int, root: bytes, leader: bytes
+                              ) -> tuple[bytes, ...] | list[Action]:
+        """The provider set whose merkle root is ``root``: one we know, the one we would
+        propose ourselves, or else a fetch of it (from ``leader`` first)."""
+        if root == EMPTY_SET_ROOT:
+            return ()
+        known = self._provider_sets.get(root)
+        if known is not None:
+            return known
+        ours = self.next_provider_set(epoch)
+        if self._remember_provider_set(ours) == root:
+            return ours
+        return [Fetch(FetchRequest("provider_set", epoch, root, prefer=(leader,)))]
 
     def _check_provider_set(self, epoch: int, hashes: tuple[bytes, ...],
                             proposed_at: float) -> str | list[Action] | None:
@@ -239,31 +294,45 @@ class ValidatorCore:
     def committee(self, epoch: int, provider: bytes) -> tuple[bytes, ...]:
         """Cached per epoch seed: assignment, bundle checks and header computation ask for
         the same committees many times per epoch."""
+        return self._committee_lookup(epoch)(provider)
+
+    def _committee_lookup(self, epoch: int) -> Callable[[bytes], tuple[bytes, ...]]:
+        """``committee`` for one epoch, with the seed looked up once: for loops over every
+        observation of every bundle (about 50,000 per epoch at scale)."""
         seed = self.epoch_seed(epoch)
         cache = self._committees.get(seed)
         if cache is None:
             if len(self._committees) >= 2 * WINDOW_EPOCHS:
                 self._committees.pop(next(iter(self._committees)))
             cache = self._committees[seed] = {}
-        members = cache.get(provider)
-        if members is None:
-            members = cache[provider] = assignment.committee(self.spec, seed, provider)
-        return members
+        table = cache
+        spec = self.spec
+
+        def lookup(provider: bytes) -> tuple[bytes, ...]:
+            members = table.get(provider)
+            if members is None:
+                members = table[provider] = assignment.committee(spec, seed, provider)
+            return members
+        return lookup
 
     # -- gossip validation (REJECT cases only; the p2p layer scores them) ---------------
     def check(self, topic: str, data: bytes) -> Message | None:
         """Decode and authenticate a gossip message. None = reject (counted)."""
+        return self._decode_checked(topic, data, MAX_BYTES[topic], EXPECTED[topic])
+
+    def _decode_checked(self, label: str, data: bytes, max_bytes: int,
+                        expected: type) -> Message | None:
         try:
-            msg = decode_message(data, MAX_BYTES[topic])
+            msg = decode_message(data, max_bytes)
         except DecodeError as exc:
-            self.dropped[f"{topic}:{exc.reason}"] += 1
+            self.dropped[f"{label}:{exc.reason}"] += 1
             return None
-        if not isinstance(msg, EXPECTED[topic]):
-            self.dropped[f"{topic}:wrong_type"] += 1
+        if not isinstance(msg, expected):
+            self.dropped[f"{label}:wrong_type"] += 1
             return None
         reason = self._authenticate(msg)
         if reason:
-            self.dropped[f"{topic}:{reason}"] += 1
+            self.dropped[f"{label}:{reason}"] += 1
             return None
         return msg
 
@@ -276,11 +345,19 @@ class ValidatorCore:
                 return None
             if isinstance(msg, FinalReport):
                 return self._check_final(msg)
+            if isinstance(msg, ProviderSet):
+                return None  # authenticated by its merkle root, against what was asked
+            if isinstance(msg, NoticeList):
+                for notice in msg.notices:
+                    reason = self._authenticate(notice)
+                    if reason:
+                        return reason
+                return None
             if isinstance(msg, FetchRequest):
                 return "wrong_type"
             if msg.config_digest != self.spec.config_digest:
                 return "wrong_network"
-            signer = msg.validator if isinstance(msg, MeasurementBundle) else (
+            signer = msg.validator if isinstance(msg, (MeasurementBundle, BundleNotice)) else (
                 msg.leader if isinstance(msg, Proposal) else msg.signer)
             if self.spec.member(signer) is None:
                 return "not_member"
@@ -318,7 +395,11 @@ class ValidatorCore:
             valid += 1
         if valid < self.spec.threshold:
             return "below_threshold"
-        if not (same and final.provider_set == known.provider_set) and \
+        # Gossiped finals carry neither records nor the provider set (the receiver has them
+        # from the proposal, or fetches the whole report); a report that carries either must
+        # carry both, matching the header.
+        if (final.records or final.provider_set) and \
+                not (same and final.provider_set == known.provider_set) and \
                 merkle.root(list(final.provider_set)) != header.providers_root:  # type: ignore[union-attr]
             return "provider_set_mismatch"
         if final.records:
@@ -340,6 +421,8 @@ class ValidatorCore:
         if not current - WINDOW_EPOCHS <= epoch <= current + 1:
             self.dropped["stale_epoch"] += 1
             return []
+        if isinstance(msg, BundleNotice):
+            return self._on_notice(msg)
         if isinstance(msg, MeasurementBundle):
             return self._on_bundle(msg, now)
         if isinstance(msg, Proposal):
@@ -355,6 +438,7 @@ class ValidatorCore:
             return []  # providers re-publish every epoch: expected, not a drop
         self.registration_by_hash[digest] = reg
         self._version += 1
+        self._registrations_changes += 1
         known = self.registrations.get(reg.provider)
         if known is None or reg.issued_at > known.issued_at:
             self.registrations[reg.provider] = reg
@@ -371,6 +455,10 @@ class ValidatorCore:
         if known is None:
             if bundle.validator in state.equivocators:
                 return []
+            notice = state.notices.get(bundle.validator)
+            if notice is not None and notice.bundle_hash != bundle.hash():
+                return self._equivocation(state, bundle.validator, bundle.epoch,
+                                          notice.encode(), bundle.encode(), bundle)
             state.bundles[bundle.validator] = bundle
             self._bundle_by_hash[bundle.hash()] = bundle
             self._version += 1
@@ -378,19 +466,49 @@ class ValidatorCore:
         if known == bundle:
             self.dropped["duplicate"] += 1
             return []
-        # Two different signed bundles for one epoch: keep both as evidence, use neither.
+        return self._equivocation(state, bundle.validator, bundle.epoch, known.encode(),
+                                  bundle.encode(), bundle)
+
+    def _equivocation(self, state: _EpochState, offender: bytes, epoch: int, first: bytes,
+                      second: bytes, bundle: MeasurementBundle | None) -> list[Action]:
+        """Two different signed bundles (or notices naming them) for one epoch: keep both as
+        evidence, use neither."""
         self.dropped["equivocation"] += 1
-        state.equivocators.add(bundle.validator)
-        del state.bundles[bundle.validator]
-        return [SaveBundle(bundle),
-                SaveEvidence("bundle", bundle.epoch, bundle.validator, known.encode(),
-                             bundle.encode())]
+        state.equivocators.add(offender)
+        state.bundles.pop(offender, None)
+        actions: list[Action] = [SaveBundle(bundle)] if bundle is not None else []
+        return actions + [SaveEvidence("bundle", epoch, offender, first, second)]
+
+    def _on_notice(self, notice: BundleNotice, resync: bool = False) -> list[Action]:
+        """A validator announced its bundle: fetch it, from its signer first."""
+        state = self._state(notice.epoch)
+        offender = notice.validator
+        if offender in state.equivocators:
+            return []
+        known = state.notices.get(offender)
+        if known is not None:
+            if known == notice:
+                if not resync:  # a re-sync answer repeats what we hold: expected
+                    self.dropped["duplicate"] += 1
+                return []
+            if known.bundle_hash != notice.bundle_hash:
+                return self._equivocation(state, offender, notice.epoch, known.encode(),
+                                          notice.encode(), None)
+        held = state.bundles.get(offender)
+        if held is not None and held.hash() != notice.bundle_hash:
+            return self._equivocation(state, offender, notice.epoch, held.encode(),
+                                      notice.encode(), None)
+        state.notices[offender] = notice
+        if notice.bundle_hash in self._bundle_by_hash:
+            return []
+        return [Fetch(FetchRequest("bundle", notice.epoch, notice.bundle_hash,
+                                   prefer=(offender,)))]
 
     def _on_bundle(self, bundle: MeasurementBundle, now: float) -> list[Action]:
         # Depends on our view of the seed, so it is dropped here (IGNORE), not scored as a
         # REJECT: a validator that missed a final would otherwise punish honest peers.
-        if any(bundle.validator not in self.committee(bundle.epoch, o.provider)
-               for o in bundle.observations):
+        committee = self._committee_lookup(bundle.epoch)
+        if any(bundle.validator not in committee(o.provider) for o in bundle.observations):
             self.dropped["bundles:outside_committee"] += 1
             return []
         actions = self._add_bundle(bundle)
@@ -408,13 +526,24 @@ class ValidatorCore:
         obs = tuple(sorted(observations, key=lambda o: o.provider))
         bundle = MeasurementBundle(self.spec.config_digest, epoch, self.me, obs).signed_by(
             self._seed)
-        return self._add_bundle(bundle) + [Publish("bundles", bundle.encode())]
+        notice = BundleNotice.of(bundle, self._seed)
+        self._state(epoch).notices[self.me] = notice
+        return self._add_bundle(bundle) + [Publish("bundles", notice.encode())]
 
     # -- header computation -----------------------------------------------------------------
     def compute_header(self, epoch: int, bundles: Iterable[MeasurementBundle],
                        provider_set: tuple[bytes, ...]) -> tuple[ReportHeader, list[Record]] | str:
         """The header and records that ``bundles`` produce, with ``provider_set`` (registration
         hashes measured from epoch + 2) as providers_root; or the reason we cannot tell."""
+        by_validator = {b.validator: b for b in bundles}
+        # Everything else the result depends on (named set, seed, previous report) changes
+        # only with the finals and registrations we hold.
+        cache_key = (epoch, frozenset(b.hash() for b in by_validator.values()),
+                     tuple(provider_set), self._finals_changes,
+                     self._registrations_changes)
+        cached = self._header_cache.get(cache_key)
+        if cached is not None:
+            return cached
         named = self.named_provider_set(epoch)
         measured: dict[bytes, Registration] | None = None
         if named is not None:
@@ -422,8 +551,8 @@ class ValidatorCore:
                 return "missing_registration"
             measured = {self.registration_by_hash[h].provider: self.registration_by_hash[h]
                         for h in named}
-        by_validator = {b.validator: b for b in bundles}
-        per_provider: dict[bytes, list[Observation]] = {}
+        committee = self._committee_lookup(epoch)
+        judged: dict[bytes, list[tuple[bytes, Observation]]] = {}
         for validator, bundle in sorted(by_validator.items()):
             for obs in bundle.observations:
                 if obs.heartbeats_sent == 0:
@@ -431,10 +560,15 @@ class ValidatorCore:
                 if measured is not None and obs.provider not in measured:
                     self.dropped["observation_outside_provider_set"] += 1
                     continue
-                if validator not in self.committee(epoch, obs.provider):
+                if validator not in committee(obs.provider):
                     self.dropped["observation_outside_committee"] += 1
                     continue
-                per_provider.setdefault(obs.provider, []).append(obs)
+                judged.setdefault(obs.provider, []).append((validator, obs))
+        # Validators whose observations mostly contradict their committees are left out, so
+        # that consistent liars cannot carry the committees they happen to dominate.
+        excluded = inconsistent_validators(judged)
+        self.excluded[epoch] = excluded
+        per_provider = drop_validators(judged, excluded)
         prev_final = self.latest_final(before=epoch)
         if prev_final is None and epoch > 0 and self.finals:
             return "missing_previous_final"
@@ -466,11 +600,15 @@ class ValidatorCore:
             records_root=root,
             record_count=len(records),
             total_weight=min(sum(r.weight for r in records), 2**64 - 1),
-            providers_root=merkle.root(list(provider_set)),
+            providers_root=self._remember_provider_set(provider_set),
             prev_header_hash=prev_final.header_hash if prev_final else ZERO,
             next_seed=assignment.next_seed(
                 epoch, [b.beacon_output() for _, b in sorted(by_validator.items())]),
         )
+        # The proposal check and finalization compute the same header: keep the last few.
+        while len(self._header_cache) >= 4:
+            self._header_cache.pop(next(iter(self._header_cache)))
+        self._header_cache[cache_key] = (header, records)
         return header, records
 
     # -- proposals ----------------------------------------------------------------------
@@ -504,6 +642,7 @@ class ValidatorCore:
             if len(bundles) < self.spec.threshold:
                 return []
             provider_set = self.next_provider_set(epoch)
+            self._remember_provider_set(provider_set)
         result = self.compute_header(epoch, bundles, provider_set)
         if isinstance(result, str):
             self.dropped[f"cannot_propose:{result}"] += 1
@@ -512,8 +651,8 @@ class ValidatorCore:
         header, _ = result
         state.proposed.add(attempt)
         proposal = Proposal(self.spec.config_digest, epoch, attempt, self.me,
-                            tuple(sorted(b.hash() for b in bundles)), header.to_bytes(),
-                            provider_set=provider_set).signed_by(self._seed)
+                            tuple(sorted(b.hash() for b in bundles)),
+                            header.to_bytes()).signed_by(self._seed)
         return [Publish("proposals", proposal.encode())] + self._on_proposal(proposal, now)
 
     def _on_proposal(self, proposal: Proposal, now: float) -> list[Action]:
@@ -557,7 +696,19 @@ class ValidatorCore:
             self.dropped["proposal_omits_held_bundles"] += 1
             state.pending.pop(proposal.leader, None)
             return []
-        problem = self._check_provider_set(epoch, proposal.provider_set,
+        try:
+            root = ReportHeader.from_bytes(proposal.header).providers_root
+        except DecodeError:
+            self.dropped["proposal_bad_header"] += 1
+            state.pending.pop(proposal.leader, None)
+            return []
+        if proposal.provider_set:
+            provider_set: tuple[bytes, ...] | list[Action] = proposal.provider_set
+        else:
+            provider_set = self._resolve_provider_set(epoch, root, proposal.leader)
+            if isinstance(provider_set, list):
+                return provider_set
+        problem = self._check_provider_set(epoch, provider_set,
                                            self.attempt_start(epoch, proposal.attempt) + 1.0)
         if isinstance(problem, list):
             return problem
@@ -565,7 +716,7 @@ class ValidatorCore:
             self.dropped[f"proposal_{problem}"] += 1
             state.pending.pop(proposal.leader, None)
             return []
-        result = self.compute_header(epoch, bundles, proposal.provider_set)
+        result = self.compute_header(epoch, bundles, provider_set)
         if isinstance(result, str):
             self.dropped[f"proposal_unverifiable:{result}"] += 1
             return self._catch_up_request(epoch)
@@ -575,14 +726,14 @@ class ValidatorCore:
             return self._catch_up_request(epoch)
         state.pending.pop(proposal.leader, None)
         header_hash = header.hash()
-        state.headers[header_hash] = (proposal.header, proposal.bundle_hashes,
-                                      proposal.provider_set)
+        self._remember_provider_set(provider_set)
+        state.headers[header_hash] = (proposal.header, proposal.bundle_hashes, provider_set)
         state.proposers.setdefault(header_hash, proposal.leader)
         actions: list[Action] = []
         signed = self.signed.get(epoch)
         if signed is None:
             self.signed[epoch] = header_hash
-            self._signed_sets[epoch] = (proposal.bundle_hashes, proposal.provider_set)
+            self._signed_sets[epoch] = (proposal.bundle_hashes, provider_set)
             sig = ReportSignature(self.spec.config_digest, epoch, header_hash, self.me,
                                   sign_raw(self._seed, header_hash))
             actions.append(SignHeader(epoch, header_hash, sig))
@@ -602,6 +753,7 @@ class ValidatorCore:
         for proposal, version in list(self._state(epoch).pending.values()):
             if version != self._version and all(
                     h in self._bundle_by_hash for h in proposal.bundle_hashes):
+                # (a provider set that arrived also bumps the version)
                 actions += self._evaluate(proposal, now)
         return actions
 
@@ -649,8 +801,7 @@ class ValidatorCore:
             if state.proposers.get(header_hash) == self.me:
                 # One copy per report, from its leader: validators that saw the proposal
                 # finalize from the signatures themselves; the rest catch up by fetching.
-                actions.append(Publish("finals", FinalReport(
-                    header, sigs, provider_set=provider_set).encode()))
+                actions.append(Publish("finals", FinalReport(header, sigs).encode()))
         return actions
 
     def _on_final(self, final: FinalReport, now: float) -> list[Action]:
@@ -669,18 +820,24 @@ class ValidatorCore:
             return []
         records = final.records
         hashes: tuple[bytes, ...] = ()
+        provider_set: tuple[bytes, ...] | None = final.provider_set or None
         state = self._state(header.epoch)
         if header_hash in state.headers:
-            hashes = state.headers[header_hash][1]
-        if not records and hashes and all(h in self._bundle_by_hash for h in hashes):
+            _, hashes, provider_set = state.headers[header_hash]
+        if provider_set is None:
+            provider_set = self._provider_sets.get(header.providers_root)
+            if provider_set is None and header.providers_root == EMPTY_SET_ROOT:
+                provider_set = ()
+        if not records and hashes and provider_set is not None and all(
+                h in self._bundle_by_hash for h in hashes):
             result = self.compute_header(header.epoch, [self._bundle_by_hash[h] for h in hashes],
-                                         final.provider_set)
+                                         provider_set)
             if not isinstance(result, str) and result[0].hash() == header_hash:
                 records = tuple(r.to_bytes() for r in result[1])
-        if not records and header.record_count > 0:
+        if provider_set is None or (not records and header.record_count > 0):
             return [Fetch(FetchRequest("final", header.epoch, b""))]
         stored = StoredFinal(header.epoch, final.header, header_hash, final.signatures,
-                             tuple(records), hashes, final.provider_set)
+                             tuple(records), hashes, provider_set)
         self.finals[header.epoch] = stored
         self._finals_changes += 1
         self._version += 1
@@ -713,10 +870,26 @@ class ValidatorCore:
             if epoch not in self.finals:
                 actions += self._maybe_propose(epoch, now)
                 actions += self._retry_pending(epoch, now)
+                actions += self._maybe_resync(epoch, now)
         self._forget_before(current - 2 * WINDOW_EPOCHS)
         return actions
 
+    def _maybe_resync(self, epoch: int, now: float) -> list[Action]:
+        """Once the first leader's turn has passed without a final report, ask a peer for the
+        notices it holds, once per proposal timeout: bundles gossip never brought us (a
+        partition, a restart) are fetched, so a later leader can gather ``threshold``."""
+        if now < self.attempt_start(epoch, 1):
+            return []
+        if now - self._resynced.get(epoch, -1e18) < self.spec.proposal_timeout_seconds:
+            return []
+        self._resynced[epoch] = now
+        for old in [e for e in self._resynced if e < epoch - 2 * WINDOW_EPOCHS]:
+            del self._resynced[old]
+        return [Fetch(FetchRequest("notices", epoch, b""))]
+
     def _forget_before(self, epoch: int) -> None:
+        for old in [e for e in self.excluded if e < epoch]:
+            del self.excluded[old]
         for old in [e for e in self._epochs if e < epoch]:
             for bundle in self._epochs.pop(old).bundles.values():
                 self._bundle_by_hash.pop(bundle.hash(), None)
@@ -732,6 +905,20 @@ class ValidatorCore:
         if request.kind == "registration":
             reg = self.registration_by_hash.get(request.key)
             return reg.encode() if reg else None
+        if request.kind == "notices":
+            state = self._epochs.get(request.epoch)
+            held = [n for v, n in sorted(state.notices.items())
+                    if n.bundle_hash in self._bundle_by_hash
+                    and v not in state.equivocators] if state else []
+            return NoticeList(tuple(held)).encode() if held else None
+        if request.kind == "provider_set":
+            hashes = self._provider_sets.get(request.key)
+            if hashes is None:
+                final = next((f for f in self.finals.values()
+                              if ReportHeader.from_bytes(f.header).providers_root == request.key),
+                             None)
+                hashes = final.provider_set if final else None
+            return ProviderSet(hashes).encode() if hashes is not None else None
         if request.key:
             final = next((f for f in self.finals.values() if f.header_hash == request.key), None)
         else:
@@ -743,16 +930,33 @@ class ValidatorCore:
 
     def on_fetched(self, request: FetchRequest, data: bytes, now: float) -> list[Action]:
         """A peer's answer to our fetch: it authenticates itself (signatures, hashes)."""
-        topic = {"bundle": "bundles", "registration": "registrations"}.get(request.kind,
-                                                                           "finals")
-        msg = self.check(topic, data)
+        max_bytes, expected = FETCHED[request.kind]
+        msg = self._decode_checked(f"fetch_{request.kind}", data, max_bytes, expected)
         if msg is None:
             return []
+        if isinstance(msg, NoticeList):
+            current = self.spec.epoch_at(now)
+            if any(n.epoch != request.epoch for n in msg.notices) or \
+                    not current - WINDOW_EPOCHS <= request.epoch <= current:
+                self.dropped["fetch_wrong_notices"] += 1
+                return []
+            actions: list[Action] = []
+            for notice in msg.notices:
+                actions += self._on_notice(notice, resync=True)
+            return actions
+        if isinstance(msg, ProviderSet):
+            if merkle.root(list(msg.hashes)) != request.key:
+                self.dropped["fetch_wrong_provider_set"] += 1
+                return []
+            self._remember_provider_set(msg.hashes)
+            self._version += 1
+            return self._retry_pending(request.epoch, now)
         if isinstance(msg, Registration):
             if registration_hash(msg) != request.key:
                 self.dropped["fetch_wrong_registration"] += 1
                 return []
-            return self._on_registration(msg)
+            # a proposal may be waiting for it
+            return self._on_registration(msg) + self._retry_pending(request.epoch, now)
         if isinstance(msg, MeasurementBundle):
             if msg.hash() != request.key:
                 self.dropped["fetch_wrong_bundle"] += 1

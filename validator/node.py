@@ -38,7 +38,8 @@ log = structlog.get_logger("validator")
 
 FETCH_PROTOCOL = "/bwpool/fetch/1.0.0"
 TICK_SECONDS = 0.25
-FETCH_QUEUE = 256
+FETCH_QUEUE = 1024  # a notice per validator per epoch, each a bundle fetch
+FETCH_WORKERS = 8  # fetches in flight at once: bundles arrive together at each epoch's end
 POST_QUEUE = 64
 MIN_PAYER_LAMPORTS = 100_000_000
 
@@ -118,6 +119,9 @@ class Validator:
         self._ledger = ChainLedger(config.db_path)
         self._status: dict[str, Any] = {}  # replaced whole, never mutated: the API reads it
         self._members_by_identity = {v.identity for v in spec.validators}
+        self._identity_by_key = {v.signing_key: v.identity for v in spec.validators}
+        self._recent_fetches: dict[FetchRequest, float] = {}
+        self._more_signatures: dict[int, tuple[tuple[bytes, bytes], ...]] = {}
         self.throughput_lock = trio.Lock()  # one throughput probe at a time: they share a link
 
     # -- the table of contents ------------------------------------------------------------
@@ -136,7 +140,8 @@ class Validator:
                 nursery.start_soon(self._gossip_loop, topic, channel)
             nursery.start_soon(self._tick_loop)
             nursery.start_soon(self._probe_loop)
-            nursery.start_soon(self._fetch_loop)
+            for _ in range(FETCH_WORKERS):
+                nursery.start_soon(self._fetch_loop)
             nursery.start_soon(self._catch_up)
             if self.env.asyncio_services:
                 await nursery.start(self._asyncio_services)
@@ -208,7 +213,15 @@ class Validator:
             except trio.WouldBlock:
                 self.core.dropped["post_queue_full"] += 1  # re-queued by the post loop's scan
         else:
-            self.store.add_final_signatures(final.epoch, final.signatures)
+            # Signatures past threshold trickle in one by one; each write rewrites the row
+            # with its records, so they are written once per tick (losing some in a crash
+            # costs nothing: the stored report already has threshold signatures).
+            self._more_signatures[final.epoch] = final.signatures
+
+    def _flush_signatures(self) -> None:
+        pending, self._more_signatures = self._more_signatures, {}
+        for epoch, signatures in pending.items():
+            self.store.add_final_signatures(epoch, signatures)
 
     # -- gossip ---------------------------------------------------------------------------
     def _validator_for(self, topic: str) -> Any:
@@ -238,6 +251,7 @@ class Validator:
         while True:
             now = self.now()
             await self._act(self.core.on_tick(now))
+            self._flush_signatures()
             self._refresh_status(now)
             await trio.sleep(TICK_SECONDS)
 
@@ -287,8 +301,8 @@ class Validator:
             await self.sleep_until(end)
             for reason, count in dropped.items():
                 self.core.dropped[f"probe:{reason}"] += count
-            for obs in observations:
-                self.store.put_observation(epoch, obs.provider, pack(obs.to_list()))
+            self.store.put_observations(epoch, [(o.provider, pack(o.to_list()))
+                                                for o in observations])
             await self._act(self.core.bundle_ready(epoch, observations, self.now()))
             epoch += 1
 
@@ -316,19 +330,24 @@ class Validator:
         await stream.write_frame(answer or b"")
 
     async def _fetch_loop(self) -> None:
+        """One of FETCH_WORKERS tasks sharing the fetch queue. Asks the validators the request
+        prefers (a bundle's signer), then up to three connected members at random."""
         assert self.transport is not None
-        recent: dict[FetchRequest, float] = {}
+        recent = self._recent_fetches
         async for request in self._fetch_recv:
             now = self.now()
-            if now - recent.get(request, 0.0) < 2.0:
+            if now - recent.get(request, -1e18) < 2.0:
                 continue  # the same fetch asked again within 2 s is already under way
             recent[request] = now
-            if len(recent) > 1024:
-                recent = {r: t for r, t in recent.items() if now - t < 10}
+            if len(recent) > 4096:
+                for stale in [r for r, t in recent.items() if now - t >= 10]:
+                    del recent[stale]
+            preferred = [self._identity_by_key[k] for k in request.prefer
+                         if k in self._identity_by_key and k != self.core.me]
             peers = [p for p in self.transport.connected_peers()
-                     if p in self._members_by_identity]
+                     if p in self._members_by_identity and p not in preferred]
             random.shuffle(peers)
-            for peer in peers[:3]:
+            for peer in preferred + peers[:3]:
                 data = await self._fetch_from(peer, request)
                 if data:
                     await self._act(self.core.on_fetched(request, data, self.now()))
@@ -341,7 +360,7 @@ class Validator:
             with trio.fail_after(5):
                 stream = await self.transport.open_stream(peer, FETCH_PROTOCOL)
                 await stream.write_frame(request.encode())
-                return await stream.read_frame(c.MAX_BYTES["finals"])
+                return await stream.read_frame(c.MAX_FETCH_ANSWER_BYTES)
         except (PeerError, trio.TooSlowError) as exc:
             self.core.dropped["fetch_failed"] += 1
             log.debug("fetch_failed", peer=peer, detail=str(exc))

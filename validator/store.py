@@ -139,9 +139,13 @@ class Store:
 
     # -- own observations --------------------------------------------------------------
     def put_observation(self, epoch: int, provider: bytes, data: bytes) -> None:
+        self.put_observations(epoch, [(provider, data)])
+
+    def put_observations(self, epoch: int, rows: Iterable[tuple[bytes, bytes]]) -> None:
+        """(provider, encoded observation) rows of one epoch, in one transaction."""
         with self._tx():
-            self._conn.execute("INSERT OR REPLACE INTO observations VALUES (?, ?, ?)",
-                               (epoch, provider, data))
+            self._conn.executemany("INSERT OR REPLACE INTO observations VALUES (?, ?, ?)",
+                                   [(epoch, provider, data) for provider, data in rows])
 
     def observations(self, epoch: int) -> list[bytes]:
         return [r[0] for r in self._conn.execute(

@@ -16,14 +16,15 @@ import tomli_w
 import trio
 
 from p2p.host import open_libp2p_host
-from proofs.messages import Registration, ReportSignature
+from proofs.messages import (BundleNotice, FetchRequest, MeasurementBundle, Registration,
+                             ReportSignature)
 from proofs.signing import public_key, sign_raw
 from tests.integration.e2e_checks import get_json
 from tests.integration.test_devnet_e2e import free_port_block, wait_for
 from validator.setup import init_validator_dir
 from validator.spec import load_spec
 
-TOPICS = ("registrations", "signatures")
+TOPICS = ("registrations", "signatures", "bundles")
 
 
 def start_single_validator(tmp: Path) -> tuple[subprocess.Popen, str, Path]:
@@ -67,6 +68,13 @@ def bad_messages(network: Path) -> dict[str, tuple[str, bytes]]:
             registration.signed_by(provider_seed), issued_at=2).encode()),
         "registrations:wrong_network": ("registrations", replace(
             registration, network_id="elsewhere").signed_by(provider_seed).encode()),
+        # the bundles topic carries notices: anything else is the wrong type
+        "bundles:wrong_type": ("bundles", FetchRequest("final", 0, b"").encode()),
+        "bundles:bad_signature": ("bundles", BundleNotice(
+            spec.config_digest, 0, member, b"\x05" * 32, bytes(64)).encode()),
+        "bundles:not_member": ("bundles", BundleNotice.of(MeasurementBundle(
+            spec.config_digest, 0, public_key(stranger), ()).signed_by(stranger),
+            stranger).encode()),
     }
 
 
@@ -77,9 +85,10 @@ def test_bad_gossip_is_dropped_and_counted_by_reason(tmp_path: Path) -> None:
         validator_addr = status["listen_addrs"][0]
         spec = load_spec(network)
         cases = bad_messages(network)
+        seen: dict[str, int] = {}
 
         async def attack() -> None:
-            with trio.fail_after(60):
+            with trio.move_on_after(60):
                 async with open_libp2p_host(os.urandom(32), "/ip4/127.0.0.1/tcp/0",
                                             bootstrap=[validator_addr]) as host:
                     peer = validator_addr.rsplit("/p2p/", 1)[1]
@@ -92,11 +101,14 @@ def test_bad_gossip_is_dropped_and_counted_by_reason(tmp_path: Path) -> None:
                         await host.publish(spec.topic(topic), data)
                     while True:
                         _, now = await trio.to_thread.run_sync(get_json, url + "/status")
+                        seen.update(now["dropped"])
                         if all(now["dropped"].get(reason, 0) >= 1 for reason in cases):
                             return
                         await trio.sleep(0.2)
 
         trio.run(attack)
+        missing = [reason for reason in cases if reason not in seen]
+        assert not missing, f"not counted: {missing}; counted: {seen}"
         _, status = get_json(url + "/status")
         for reason in cases:
             assert status["dropped"][reason] >= 1, (reason, status["dropped"])

@@ -1,12 +1,15 @@
 """Decoding arbitrary bytes only ever raises our DecodeError; encodings round-trip."""
 
+from dataclasses import replace
+
 import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proofs.errors import DecodeError
-from proofs.messages import (FinalReport, MeasurementBundle, Observation, ReportSignature,
-                             decode_message)
+from proofs.messages import (OBSERVATION, BundleNotice, FinalReport, MeasurementBundle,
+                             NoticeList, Observation, ProviderSet, ReportSignature,
+                             decode_message, pack_observations, unpack_observations)
 
 keys = st.binary(min_size=32, max_size=32)
 u32 = st.integers(0, 2**32 - 1)
@@ -60,3 +63,55 @@ def test_oversized_is_rejected_before_decoding() -> None:
         assert exc.reason == "oversized"
     else:
         raise AssertionError("oversized message decoded")
+
+
+@given(keys, st.integers(0, 2**63), keys, keys, st.binary(min_size=64, max_size=64))
+def test_bundle_notice_round_trips(d: bytes, e: int, v: bytes, h: bytes, sig: bytes) -> None:
+    notice = BundleNotice(d, e, v, h, sig)
+    assert decode_message(notice.encode()) == notice
+
+
+@given(st.lists(keys, max_size=50, unique=True))
+def test_provider_set_round_trips(hashes: list) -> None:
+    message = ProviderSet(tuple(sorted(hashes)))
+    assert decode_message(message.encode()) == message
+
+
+@given(st.lists(observations, min_size=2, max_size=20, unique_by=lambda o: o.provider),
+       st.data())
+def test_packed_observations_reject_what_a_bundle_may_not_hold(obs: list, data) -> None:
+    """Entries must be whole, sorted and distinct by provider, with heartbeats ok <= sent."""
+    ordered = tuple(sorted(obs, key=lambda o: o.provider))
+    packed = pack_observations(ordered)
+    assert unpack_observations(packed) == ordered
+    cut = data.draw(st.integers(1, OBSERVATION.size - 1))
+    broken = [packed[:-cut],
+              pack_observations(tuple(reversed(ordered))),
+              pack_observations(ordered + ordered[-1:]),
+              pack_observations((replace(ordered[0], heartbeats_sent=0, heartbeats_ok=1),)
+                                + ordered[1:])]
+    for blob in broken:
+        try:
+            unpack_observations(blob)
+        except DecodeError as exc:
+            assert exc.reason == "malformed"
+        else:
+            raise AssertionError("accepted a malformed observation list")
+
+
+@given(st.lists(st.tuples(keys, st.integers(0, 2**63), keys, keys,
+                          st.binary(min_size=64, max_size=64)), max_size=8))
+def test_notice_list_round_trips(entries: list) -> None:
+    message = NoticeList(tuple(BundleNotice(*e) for e in entries))
+    assert decode_message(message.encode()) == message
+
+
+def test_notice_list_entries_must_be_notices() -> None:
+    wrong = ReportSignature(b"\x01" * 32, 1, b"\x02" * 32, b"\x03" * 32, b"\x04" * 64)
+    for entry in (wrong.encode(), b"\xc1", 7):
+        try:
+            decode_message(msgpack.packb([9, [entry]], use_bin_type=True))
+        except DecodeError as exc:
+            assert exc.reason == "malformed"
+        else:
+            raise AssertionError(f"accepted {entry!r} as a notice")

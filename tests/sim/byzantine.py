@@ -30,8 +30,8 @@ import trio
 
 from p2p.abc import P2PError, PeerError
 from proofs.codec import U32_MAX
-from proofs.messages import (FetchRequest, FinalReport, MeasurementBundle, Observation, Proposal,
-                             ReportSignature)
+from proofs.messages import (BundleNotice, FetchRequest, FinalReport, MeasurementBundle,
+                             Observation, Proposal, ReportSignature)
 from proofs.report import HEADER_SIZE
 from proofs.signing import public_key, sha256, sign_raw
 from tests.factories import make_registration, seed_for
@@ -49,17 +49,25 @@ def _x10(value: int) -> int:
 
 @dataclass(frozen=True)
 class Liar(Behaviour):
-    """Reports every metric of every provider x10 (``mode="x10"``) or 0 (``mode="zero"``)."""
+    """Reports every metric of every provider x10 (``mode="x10"``) or 0 (``mode="zero"``).
+
+    With ``friends`` (the coalition's signing keys), lies only where the coalition is at least
+    half of the provider's committee and tells the truth elsewhere: the strategy that the
+    consistency filter cannot see, since such a liar never contradicts a committee median."""
 
     name: str = "liar"
     byzantine: bool = True
     mode: str = "x10"
+    friends: frozenset[bytes] = frozenset()
 
     @property
     def truthful(self) -> bool:
         return False
 
-    def observe(self, honest: Observation, epoch: int) -> Observation:
+    def observe(self, honest: Observation, epoch: int,
+                committee: tuple[bytes, ...] = ()) -> Observation:
+        if self.friends and 2 * len(self.friends.intersection(committee)) < len(committee):
+            return honest
         if self.mode == "x10":
             return replace(honest, heartbeats_ok=honest.heartbeats_sent,
                            rtt_median_us=_x10(honest.rtt_median_us),
@@ -88,7 +96,9 @@ class EquivocatingCore(c.ValidatorCore):
                 Observation(sha256(b"twin-provider"), 1, 1, 1, 1, 1, 1, 0),)
             twin = MeasurementBundle(self.spec.config_digest, epoch, self.me,
                                      twin_obs).signed_by(self._seed)
-            actions.append(c.Publish("bundles", twin.encode()))
+            # served to whoever fetches it, announced like the first
+            self._bundle_by_hash[twin.hash()] = twin
+            actions.append(c.Publish("bundles", BundleNotice.of(twin, self._seed).encode()))
             self.committed().add(("bundle", epoch))
         return actions
 
@@ -197,7 +207,8 @@ class Censor(Behaviour):
     def validator_class(self) -> type[SimValidator]:
         return CensoringValidator
 
-    def observe(self, honest: Observation, epoch: int) -> Observation:
+    def observe(self, honest: Observation, epoch: int,
+                committee: tuple[bytes, ...] = ()) -> Observation:
         return Liar(mode=self.lie).observe(honest, epoch) if self.lie else honest
 
 
@@ -225,15 +236,17 @@ def garbage_for(topic: str, validator: SimValidator, rng: random.Random) -> byte
         return replace(reg, signature=rng.randbytes(64)).encode()
     if topic == "bundles":
         if kind == 3:
-            return MeasurementBundle(digest, epoch, public_key(stranger), ()).signed_by(
-                stranger).encode()
+            bundle = MeasurementBundle(digest, epoch, public_key(stranger), ()).signed_by(
+                stranger)
+            return BundleNotice.of(bundle, stranger).encode()
         if kind == 4:
-            return MeasurementBundle(sha256(b"othernet"), epoch, victim, (),
-                                     rng.randbytes(64)).encode()
+            return BundleNotice(sha256(b"othernet"), epoch, victim, rng.randbytes(32),
+                                rng.randbytes(64)).encode()
         if kind == 5:  # properly signed, by us, for an epoch far outside the window
-            return MeasurementBundle(digest, epoch + 1000, validator.core.me, ()).signed_by(
-                validator.keys.signing).encode()
-        return MeasurementBundle(digest, epoch, victim, (), rng.randbytes(64)).encode()
+            bundle = MeasurementBundle(digest, epoch + 1000, validator.core.me, ()).signed_by(
+                validator.keys.signing)
+            return BundleNotice.of(bundle, validator.keys.signing).encode()
+        return BundleNotice(digest, epoch, victim, rng.randbytes(32), rng.randbytes(64)).encode()
     if topic == "proposals":
         proposal = Proposal(digest, epoch, 0, victim, (), rng.randbytes(HEADER_SIZE),
                             signature=rng.randbytes(64))

@@ -25,6 +25,8 @@ class CoreCluster:
     down: set[int] = field(default_factory=set)
     signed_log: list[tuple[int, int, bytes]] = field(default_factory=list)
     evidence: list[SaveEvidence] = field(default_factory=list)
+    # validator index -> (f"fetch_{kind}", epoch) of the fetches a peer answered
+    fetched: dict[int, set[tuple[str, int]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.cores = [ValidatorCore(self.spec, s) for s in self.seeds]
@@ -49,6 +51,8 @@ class CoreCluster:
                     if j != src and j not in self.down:
                         data = peer.answer_fetch(action.request)
                         if data:
+                            self.fetched.setdefault(src, set()).add(
+                                (f"fetch_{action.request.kind}", action.request.epoch))
                             queue += [(src, a) for a in
                                       self.cores[src].on_fetched(action.request, data, now)]
                             break

@@ -95,8 +95,10 @@ class Behaviour:
     def validator_class(self) -> type["SimValidator"]:
         return SimValidator
 
-    def observe(self, honest: Observation, epoch: int) -> Observation:
-        """What this validator reports, given what an honest one would (x10, 0, ...)."""
+    def observe(self, honest: Observation, epoch: int,
+                committee: tuple[bytes, ...] = ()) -> Observation:
+        """What this validator reports, given what an honest one would (x10, 0, ...) and the
+        provider's committee (signing keys)."""
         return honest
 
 
@@ -124,6 +126,9 @@ class SimValidator(Validator):
         self.index = index
         self.behaviour = behaviour
         self.evidence_seen: set[tuple[str, int, bytes]] = set()
+        # epochs whose final report is in the SQLite file: the core holds a final before the
+        # shell has written it (the shell may be parked in a publish in between)
+        self.finals_saved: set[int] = set(self.core.finals)
         self._on_change = on_change
 
     async def _act(self, actions: list[c.Action]) -> None:
@@ -133,7 +138,11 @@ class SimValidator(Validator):
             if isinstance(action, c.SaveEvidence):
                 self.evidence_seen.add((action.kind, action.epoch, action.offender))
                 changed = True
-            elif isinstance(action, (c.SaveFinal, c.SaveRegistration)):
+            elif isinstance(action, c.SaveFinal):
+                if action.new:  # only the new=True action writes the row
+                    self.finals_saved.add(action.final.epoch)
+                changed = True
+            elif isinstance(action, c.SaveRegistration):
                 changed = True
         if changed:
             self._on_change()
@@ -278,7 +287,7 @@ class SimNetwork:
 
         def done() -> bool:
             group = wanted if wanted is not None else self.running_honest()
-            return all(epoch in v.core.finals for i in group
+            return all(epoch in v.finals_saved for i in group
                        if (v := self.slots[i].validator) is not None)
         await self.wait_until(done)
 
@@ -394,7 +403,8 @@ class SimNetwork:
             obs = honest_observation(self.seed, slot.index, epoch, truth, self.heartbeats)
             if slot.behaviour.truthful:
                 self.truthful_observations[(epoch, reg.provider)][slot.index] = obs
-            out.append(slot.behaviour.observe(obs, epoch))
+            out.append(slot.behaviour.observe(obs, epoch,
+                                              node.core.committee(epoch, reg.provider)))
         return tuple(out), {}
 
     def _environment(self) -> Environment:

@@ -5,11 +5,12 @@ from dataclasses import replace
 
 import pytest
 
-from proofs.messages import MeasurementBundle, ReportSignature
+from proofs.messages import BundleNotice, FetchRequest, MeasurementBundle, ReportSignature
 from proofs.report import Record, ReportHeader
 from proofs.signing import sign_raw
 from tests.factories import make_observation, make_registration, make_spec, seed_for
 from tests.sim.core_cluster import CoreCluster
+from validator.core import registration_hash
 
 
 def honest(i, epoch, reg):  # noqa: ANN001, ANN201
@@ -100,8 +101,8 @@ def test_an_equivocating_bundle_is_evidence_and_unused() -> None:
                               tuple(replace(o, down_kbps=1) for o in obs)).signed_by(cheat)
     cluster.deliver(3, [], end)
     for i, c in enumerate(cluster.cores[:3]):
-        msg = c.check("bundles", other.encode())
-        cluster.deliver(i, c.on_message(msg, end), end)
+        notice = c.check("bundles", BundleNotice.of(other, cheat).encode())
+        cluster.deliver(i, c.on_message(notice, end), end)
     cluster.run_epoch(0, honest)
     header = finals_agree(cluster, 0)
     assert any(e.kind == "bundle" and e.offender == core.me for e in cluster.evidence)
@@ -177,8 +178,9 @@ def test_a_bundle_with_a_beacon_for_another_epoch_is_rejected() -> None:
     forged = replace(MeasurementBundle(spec.config_digest, 1, me, ()),
                      beacon=stale.beacon).signed_by(seed)  # validly signed, wrong beacon
     core = cluster.cores[0]
-    assert core.check("bundles", forged.encode()) is None
-    assert core.dropped["bundles:bad_beacon"] == 1
+    request = FetchRequest("bundle", 1, forged.hash())
+    assert core.on_fetched(request, forged.encode(), spec.epoch_end(1)) == []
+    assert core.dropped["fetch_bundle:bad_beacon"] == 1
 
 
 def test_a_bundle_with_observations_outside_its_committees_is_dropped() -> None:
@@ -188,7 +190,26 @@ def test_a_bundle_with_observations_outside_its_committees_is_dropped() -> None:
     assert outside, "with k=3 of 4 some providers are not v1's"
     bundle = MeasurementBundle(cluster.spec.config_digest, 0, other.me,
                                (make_observation(outside[0].provider),)).signed_by(seed_for("v1"))
-    msg = core.check("bundles", bundle.encode())
-    assert msg is not None  # authentic: not scored against the peer
-    assert core.on_message(msg, cluster.spec.epoch_end(0)) == []
+    request = FetchRequest("bundle", 0, bundle.hash())
+    assert core.on_fetched(request, bundle.encode(), cluster.spec.epoch_end(0)) == []
     assert core.dropped["bundles:outside_committee"] == 1
+
+
+def test_a_validator_missing_a_registration_fetches_the_provider_set_by_its_root() -> None:
+    """Proposals name the provider set by its merkle root only. A validator whose own view
+    gives another root (it missed a registration) fetches the set, then the registration,
+    and signs the same header as the rest."""
+    cluster = make_cluster(4)
+    cluster.run_epoch(0, honest)
+    late, _ = make_registration(cluster.spec, "late")
+    for core in cluster.cores[:3]:
+        core.on_message(core.check("registrations", late.encode()), 0)
+    behind = cluster.cores[3]
+    assert late.provider not in behind.registrations
+    cluster.run_epoch(1, honest)
+    finals_agree(cluster, 1)
+    final = behind.finals[1]
+    assert registration_hash(late) in final.provider_set
+    assert late.provider in behind.registrations  # fetched because the set named it
+    assert ("fetch_provider_set", 1) in cluster.fetched.get(3, set())
+    assert 1 in behind.signed and cluster.double_signatures() == []

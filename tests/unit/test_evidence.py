@@ -6,14 +6,18 @@ from pathlib import Path
 
 import base58
 
-from proofs.messages import MeasurementBundle, decode_message
+import pytest
+
+from proofs.messages import BundleNotice, FetchRequest, MeasurementBundle, decode_message
 from tests.factories import make_observation, make_registration, make_spec, seed_for
 from validator.api_views import evidence_list
 from validator.core import SaveEvidence, ValidatorCore
 from validator.store import Store, open_readonly
 
 
-def test_equivocating_bundle_is_stored_and_served_as_verifiable_evidence(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["two_bundles", "bundle_then_notice", "two_notices"])
+def test_equivocating_bundle_is_stored_and_served_as_verifiable_evidence(
+        tmp_path: Path, how: str) -> None:
     spec, seeds = make_spec(4)
     core = ValidatorCore(spec, seeds[0])
     reg, _ = make_registration(spec, "p0")
@@ -24,8 +28,25 @@ def test_equivocating_bundle_is_stored_and_served_as_verifiable_evidence(tmp_pat
     second = MeasurementBundle(spec.config_digest, 0, cheat,
                                (replace(obs[0], down_kbps=1),)).signed_by(cheat_seed)
     now = spec.epoch_end(0)
-    actions = core.on_message(core.check("bundles", first.encode()), now)
-    actions += core.on_message(core.check("bundles", second.encode()), now)
+
+    def fetched(bundle: MeasurementBundle) -> list:
+        request = FetchRequest("bundle", 0, bundle.hash())
+        return core.on_fetched(request, bundle.encode(), now)
+
+    def gossiped(bundle: MeasurementBundle) -> list:
+        notice = core.check("bundles", BundleNotice.of(bundle, cheat_seed).encode())
+        assert notice is not None
+        return core.on_message(notice, now)
+
+    if how == "two_bundles":
+        actions = fetched(first) + fetched(second)
+        expected = {first, second}
+    elif how == "bundle_then_notice":
+        actions = fetched(first) + gossiped(second)
+        expected = {first, BundleNotice.of(second, cheat_seed)}
+    else:
+        actions = gossiped(first) + gossiped(second)
+        expected = {BundleNotice.of(first, cheat_seed), BundleNotice.of(second, cheat_seed)}
     [evidence] = [a for a in actions if isinstance(a, SaveEvidence)]
     assert core.dropped["equivocation"] == 1
 
@@ -37,7 +58,7 @@ def test_equivocating_bundle_is_stored_and_served_as_verifiable_evidence(tmp_pat
     assert base58.b58decode(served["offender"]) == cheat
     a = decode_message(bytes.fromhex(served["first"]))
     b = decode_message(bytes.fromhex(served["second"]))
-    assert a != b and {a, b} == {first, second}
+    assert a != b and {a, b} == expected
     a.verify()  # both carry the offender's valid signature: that is the proof
     b.verify()
     assert evidence_list(open_readonly(tmp_path / "v.sqlite"), 100, 0) == []

@@ -220,3 +220,23 @@ async def test_stopping_a_peer_ends_its_links_and_subscriptions() -> None:
             async with network.transport("b") as b_again:  # same id, fresh peer
                 await a.connect(b_again.listen_addrs()[0])
                 assert a.connected_peers() == ["b"]
+
+
+async def test_a_stream_connects_without_joining_the_gossip_mesh_and_counts_bytes() -> None:
+    """As gossipsub keeps its mesh at about D peers whatever a host dials, a stream opened to
+    a peer outside the mesh carries no gossip; its frames are counted by sender."""
+    with trio.fail_after(5):
+        network = MemoryNetwork()
+        async with peers(network, "abc") as (a, b, c):
+            channels = [await n.subscribe(TOPIC, accept_all, max_size=100) for n in (a, b, c)]
+            await a.connect(b.listen_addrs()[0])
+            c.set_stream_handler(ECHO, echo_reversed)
+            stream = await a.open_stream("c", ECHO)
+            await stream.write_frame(b"abc")
+            assert await stream.read_frame(max_size=10) == b"cba"
+            assert a.connected_peers() == ["b", "c"]
+            assert network.stream_bytes_sent == {"a": 4 + 3, "c": 4 + 3}
+            await a.publish(TOPIC, b"hello")
+            await network.wait_quiet()
+            assert [len(drain(ch)) for ch in channels] == [1, 1, 0]
+            await stream.aclose()

@@ -87,11 +87,12 @@ async def test_replayed_heartbeat_signature(tmp_path: Path) -> None:
 
 
 async def test_unreachable_data_port(tmp_path: Path) -> None:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()  # nothing listens there now
-    (result,) = await probe_times(tmp_path, ProbeService, 1, data_port=port)
+    # Bound but never listening: connections are refused, and no other process can take
+    # the port meanwhile (closing it first let a concurrent test's listener land there).
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        (result,) = await probe_times(tmp_path, ProbeService, 1, data_port=port)
     assert result.heartbeat_ok and result.rtt_min_us > 0
     assert result.down_kbps == result.up_kbps == 0
     assert result.flags == Flag.DATA_PORT_UNREACHABLE

@@ -15,6 +15,11 @@ everywhere else it agrees with the median, so it is never discordant and never e
 committees with honest majorities (a committee size k large enough that capture is unlikely)
 defend against that.
 
+The other direction: providers that answer every validator but one make that validator look
+discordant for them. Excluding it needs more than half of its checked observations, so more
+than half of the providers in its committees, and costs it nothing but that epoch's say in the
+medians (no penalty follows from exclusion).
+
 Every validator runs this on the same bundles and must exclude the same set, so the result is
 a function of the multiset of observations only: medians and counts do not depend on the
 order of the mapping or of its lists, and nothing here uses floats.

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import statistics
 import sys
 import time
 from dataclasses import dataclass

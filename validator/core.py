@@ -398,10 +398,10 @@ class ValidatorCore:
         # Gossiped finals carry neither records nor the provider set (the receiver has them
         # from the proposal, or fetches the whole report); a report that carries either must
         # carry both, matching the header.
-        if (final.records or final.provider_set) and \
-                not (same and final.provider_set == known.provider_set) and \
-                merkle.root(list(final.provider_set)) != header.providers_root:  # type: ignore[union-attr]
-            return "provider_set_mismatch"
+        if final.records or final.provider_set:
+            checked = same and known is not None and final.provider_set == known.provider_set
+            if not checked and merkle.root(list(final.provider_set)) != header.providers_root:
+                return "provider_set_mismatch"
         if final.records:
             if len(final.records) != header.record_count:
                 return "records_mismatch"
@@ -702,12 +702,11 @@ class ValidatorCore:
             self.dropped["proposal_bad_header"] += 1
             state.pending.pop(proposal.leader, None)
             return []
-        if proposal.provider_set:
-            provider_set: tuple[bytes, ...] | list[Action] = proposal.provider_set
-        else:
-            provider_set = self._resolve_provider_set(epoch, root, proposal.leader)
-            if isinstance(provider_set, list):
-                return provider_set
+        resolved = proposal.provider_set or self._resolve_provider_set(
+            epoch, root, proposal.leader)
+        if isinstance(resolved, list):
+            return resolved  # fetching the set
+        provider_set: tuple[bytes, ...] = resolved
         problem = self._check_provider_set(epoch, provider_set,
                                            self.attempt_start(epoch, proposal.attempt) + 1.0)
         if isinstance(problem, list):

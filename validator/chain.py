@@ -1,4 +1,4 @@
-"""Posting final epoch reports to Solana, exactly once per epoch.
+"""Posting final epoch reports to Solana: each report shown on chain once, in one or more parts.
 
 Transaction layout (legacy message, one signer: the validator's payer key):
 
@@ -22,16 +22,39 @@ The report-log address is a program-derived address of the Memo v1 program,
 seeds [b"bwpool-report-log", config_digest]: anyone with the digest recomputes
 it with any Solana SDK, and being off the curve no key can ever sign for it.
 
+Parts. A report is on chain once the *union* of distinct members' public keys over
+every confirmed, successful post of its memo (same epoch, same sha256(header)) in the
+report log reaches `min_signatures` (the network's threshold: 67 of 100 validators).
+One transaction holds at most 7 signatures, so a quorum of q takes ceil(q / 7) posts,
+by one validator or several: every post counts, whoever paid for it. Each counted
+signature was verified by the chain (a post whose precompile fails never succeeds, and
+only successful posts are read); strangers' keys never count, since anyone can sign a
+header hash.
+
 Idempotency (the ledger is the memory, the chain is the truth):
-1. a confirmed ledger row is never posted again (also after a restart);
-2. a row with a pending signature is settled first: its status is asked for
-   until it confirms, fails, or its blockhash has expired (then it can never
-   land, and only then may another transaction be sent);
-3. the report log is searched for a confirmed, successful post of the same
-   memo carrying enough members' signatures (another validator's post counts;
-   one signed by strangers' keys does not);
-4. only then is a new transaction built, its signature and last valid block
-   height written to the ledger *before* it is sent.
+1. a confirmed ledger row is never posted again (also after a restart). There is one row
+   per epoch; it holds the latest part sent, and turns "confirmed" only once the union
+   reached `min_signatures`;
+2. a row with a pending signature ("sending") is settled first: its status is asked for
+   until it confirms, fails, or its blockhash has expired (then it can never land, and
+   only then may another transaction be sent);
+3. the report log is read and the union computed (the first read covers up to 10,000
+   posts, later ones only what is newer; getTransaction once per post and call);
+4. while the union is short, the next part carries the report's member signatures not
+   in it, sorted by public key, as many as are still missing but at most 7; its
+   signature and last valid block height are written to the ledger *before* it is
+   sent; once it landed its keys join the union, and while that is still short step
+   3 runs again (another validator may have posted meanwhile).
+So a restart or another validator resumes from the chain's union, and no transaction
+carries only signatures that are already on chain. A report whose member signatures
+cannot reach `min_signatures` posts what the chain lacks and returns "failed" (error
+"only k of q members' signatures on chain ..."); calling again sends nothing more.
+
+Concurrent posters read the union before each part but may send the same part before
+either sees the other's (two started together choose the same parts in lockstep): a
+signature can then land more than once, at most once per poster and call (a call never
+re-sends a key it saw land), and never an unverified one. `validator.node` staggers its
+posters by leader rank so that later ones usually find the union complete.
 """
 
 from __future__ import annotations
@@ -47,7 +70,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import base58
@@ -74,14 +97,17 @@ REPORT_LOG_SEED = b"bwpool-report-log"
 MEMO_PREFIX = "bwpool:v1"
 MAX_SIGNATURES_PER_TX = 7  # 8 would make 1237 bytes; see the size sum above
 PACKET_DATA_SIZE = 1232
+LOG_PAGE = 1000  # getSignaturesForAddress's largest page
+LOG_PAGES = 10  # a first read goes up to 10k posts back; older epochs are in the ledger
 _THIS_IX = 0xFFFF
 _OFFSETS = struct.Struct("<7H")
 _MEMO_RE = re.compile(r"bwpool:v1:([0-9a-f]{8}):(0|[1-9][0-9]*):([0-9a-f]{64})")
 # Ed25519 precompile failures surface as InstructionError(i, Custom(code)).
-_PRECOMPILE_ERRORS = ("invalid public key", "invalid recovery id", "invalid signature", "invalid data offsets",
-                      "invalid instruction data size")
+_PRECOMPILE_ERRORS = ("invalid public key", "invalid recovery id", "invalid signature",
+                      "invalid data offsets", "invalid instruction data size")
 
 PostStatus = Literal["confirmed", "failed"]
+Source = Literal["sent", "ledger", "chain"]
 
 
 class ChainError(Exception):
@@ -126,13 +152,21 @@ def report_log_address(config_digest: bytes) -> Pubkey:
 
 
 def memo_text(report: ReportPost) -> str:
-    return f"{MEMO_PREFIX}:{report.config_digest[:4].hex()}:{report.epoch}:{report.header_sha256.hex()}"
+    digest = report.config_digest[:4].hex()
+    return f"{MEMO_PREFIX}:{digest}:{report.epoch}:{report.header_sha256.hex()}"
+
+
+def member_signatures(
+    report: ReportPost, members: Collection[bytes] | None = None
+) -> list[tuple[bytes, bytes]]:
+    """The report's signatures by `members` (default: every signer), one per key, sorted."""
+    by_key = dict(sorted(report.signatures))
+    return [(pk, sig) for pk, sig in by_key.items() if members is None or pk in members]
 
 
 def selected_signatures(report: ReportPost) -> list[tuple[bytes, bytes]]:
-    """The signatures one transaction carries: distinct keys, sorted, at most 7."""
-    by_key = dict(sorted(report.signatures))
-    return list(by_key.items())[:MAX_SIGNATURES_PER_TX]
+    """The signatures a single-part post carries: distinct keys, sorted, at most 7."""
+    return member_signatures(report)[:MAX_SIGNATURES_PER_TX]
 
 
 def ed25519_instruction(message: bytes, signatures: Sequence[tuple[bytes, bytes]]) -> Instruction:
@@ -145,21 +179,33 @@ def ed25519_instruction(message: bytes, signatures: Sequence[tuple[bytes, bytes]
     offsets, entries = bytearray(), bytearray()
     for i, (pubkey, sig) in enumerate(signatures):
         pk_at = entries_at + 96 * i
-        offsets += _OFFSETS.pack(pk_at + 32, _THIS_IX, pk_at, _THIS_IX, message_at, len(message), _THIS_IX)
+        offsets += _OFFSETS.pack(pk_at + 32, _THIS_IX, pk_at, _THIS_IX, message_at, len(message),
+                                 _THIS_IX)
         entries += pubkey + sig
     return Instruction(ED25519_PROGRAM_ID, bytes([count, 0]) + offsets + entries + message, [])
 
 
-def build_post_transaction(report: ReportPost, payer: Keypair, blockhash: Hash) -> VersionedTransaction:
+def build_post_transaction(
+    report: ReportPost,
+    payer: Keypair,
+    blockhash: Hash,
+    signatures: Sequence[tuple[bytes, bytes]] | None = None,
+) -> VersionedTransaction:
+    """One post (one part) of `report`: `signatures` (default: `selected_signatures`)."""
+    chosen = selected_signatures(report) if signatures is None else list(signatures)
+    if not 1 <= len(chosen) <= MAX_SIGNATURES_PER_TX:
+        raise ValueError(f"a post carries 1 to {MAX_SIGNATURES_PER_TX} signatures, not "
+                         f"{len(chosen)}")
     memo = Instruction(
         MEMO_PROGRAM_ID,
         memo_text(report).encode(),
-        [AccountMeta(report_log_address(report.config_digest), is_signer=False, is_writable=False)],
+        [AccountMeta(report_log_address(report.config_digest), is_signer=False,
+                     is_writable=False)],
     )
-    ed = ed25519_instruction(report.header_sha256, selected_signatures(report))
+    ed = ed25519_instruction(report.header_sha256, chosen)
     message = Message.new_with_blockhash([ed, memo], payer.pubkey(), blockhash)
     tx = VersionedTransaction(message, [payer])
-    if len(bytes(tx)) > PACKET_DATA_SIZE:  # cannot happen with 7 signatures; guards future edits
+    if len(bytes(tx)) > PACKET_DATA_SIZE:  # cannot happen with 7 signatures; guards edits
         raise ChainError(f"post transaction is {len(bytes(tx))} bytes, over {PACKET_DATA_SIZE}")
     return tx
 
@@ -173,7 +219,8 @@ def _keys_and_instructions(tx: Any) -> tuple[list[Pubkey], list[tuple[int, bytes
         tx = VersionedTransaction.from_bytes(bytes(tx))
     if isinstance(tx, (VersionedTransaction, Transaction)):
         msg = tx.message
-        return list(msg.account_keys), [(ix.program_id_index, bytes(ix.data)) for ix in msg.instructions]
+        ixs = [(ix.program_id_index, bytes(ix.data)) for ix in msg.instructions]
+        return list(msg.account_keys), ixs
     if hasattr(tx, "to_json") and not isinstance(tx, dict):
         tx = json.loads(tx.to_json())
     if not isinstance(tx, dict):
@@ -188,7 +235,8 @@ def _keys_and_instructions(tx: Any) -> tuple[list[Pubkey], list[tuple[int, bytes
     ui_msg = tx.get("message") if isinstance(tx, dict) else None
     if not isinstance(ui_msg, dict):
         raise PostFormatError("no message in transaction JSON")
-    keys = [Pubkey.from_string(k if isinstance(k, str) else k["pubkey"]) for k in ui_msg["accountKeys"]]
+    keys = [Pubkey.from_string(k if isinstance(k, str) else k["pubkey"])
+            for k in ui_msg["accountKeys"]]
     ixs = [(ix["programIdIndex"], base58.b58decode(ix["data"])) for ix in ui_msg["instructions"]]
     return keys, ixs
 
@@ -202,7 +250,8 @@ def _parse_ed25519(data: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     message: bytes | None = None
     pairs = []
     for i in range(count):
-        sig_at, sig_ix, pk_at, pk_ix, msg_at, msg_len, msg_ix = _OFFSETS.unpack_from(data, 2 + _OFFSETS.size * i)
+        sig_at, sig_ix, pk_at, pk_ix, msg_at, msg_len, msg_ix = _OFFSETS.unpack_from(
+            data, 2 + _OFFSETS.size * i)
         if (sig_ix, pk_ix, msg_ix) != (_THIS_IX,) * 3:
             raise PostFormatError("Ed25519 offsets point outside their own instruction")
         if max(sig_at + 64, pk_at + 32, msg_at + msg_len) > len(data) or msg_len != 32:
@@ -228,7 +277,7 @@ def parse_post_transaction(tx: Any) -> tuple[int, bytes, list[tuple[bytes, bytes
         keys, ixs = _keys_and_instructions(tx)
     except PostFormatError:
         raise
-    except (KeyError, TypeError, IndexError, ValueError) as exc:  # solders and JSON shape errors
+    except (KeyError, TypeError, IndexError, ValueError) as exc:  # solders and JSON shapes
         raise PostFormatError(f"not a transaction: {exc}") from None
     programs = [(keys[i] if i < len(keys) else None, data) for i, data in ixs]
     ed = [data for program, data in programs if program == ED25519_PROGRAM_ID]
@@ -251,11 +300,13 @@ def parse_post_transaction(tx: Any) -> tuple[int, bytes, list[tuple[bytes, bytes
 class ChainPostRow:
     epoch: int
     header_sha256: bytes
-    status: str  # "sending" (signature may be in flight) | "confirmed" | "failed"
-    tx: str | None
+    # "sending": `tx` may be in flight, or landed while the union is still short;
+    # "confirmed": the union reached the quorum; "failed": see last_error.
+    status: str
+    tx: str | None  # the latest part sent, or the post that proved the report
     slot: int | None
     last_error: str | None
-    attempts: int
+    attempts: int  # transactions recorded for the epoch (every part, every resend)
     updated_at: float
     last_valid_block_height: int | None
 
@@ -267,17 +318,20 @@ class ChainLedger:
     from any thread (one lock around the connection).
     """
 
-    _COLUMNS = "epoch, header_sha256, status, tx, slot, last_error, attempts, updated_at, last_valid_block_height"
+    _COLUMNS = ("epoch, header_sha256, status, tx, slot, last_error, attempts, updated_at,"
+                " last_valid_block_height")
 
     def __init__(self, db_path: str | os.PathLike[str]) -> None:
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(os.fspath(db_path), timeout=10, check_same_thread=False, isolation_level=None)
+        self._conn = sqlite3.connect(os.fspath(db_path), timeout=10, check_same_thread=False,
+                                     isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA busy_timeout=10000")
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS chain_posts ("
-            " epoch INTEGER PRIMARY KEY, header_sha256 BLOB NOT NULL, status TEXT NOT NULL, tx TEXT,"
-            " slot INTEGER, last_error TEXT, attempts INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL,"
+            " epoch INTEGER PRIMARY KEY, header_sha256 BLOB NOT NULL, status TEXT NOT NULL,"
+            " tx TEXT, slot INTEGER, last_error TEXT, attempts INTEGER NOT NULL DEFAULT 0,"
+            " updated_at REAL NOT NULL,"
             " last_valid_block_height INTEGER)"  # beyond this height a pending tx can never land
         )
 
@@ -287,7 +341,8 @@ class ChainLedger:
 
     def get(self, epoch: int) -> ChainPostRow | None:
         with self._lock:
-            row = self._conn.execute(f"SELECT {self._COLUMNS} FROM chain_posts WHERE epoch = ?", (epoch,)).fetchone()
+            row = self._conn.execute(
+                f"SELECT {self._COLUMNS} FROM chain_posts WHERE epoch = ?", (epoch,)).fetchone()
         return None if row is None else ChainPostRow(*row)
 
     def record_sending(
@@ -296,10 +351,11 @@ class ChainLedger:
         """Write the signature before the transaction leaves: a crash cannot hide it."""
         with self._lock:
             self._conn.execute(
-                "INSERT INTO chain_posts (epoch, header_sha256, status, tx, slot, attempts, updated_at,"
-                " last_valid_block_height) VALUES (?, ?, 'sending', ?, NULL, 1, ?, ?)"
-                " ON CONFLICT(epoch) DO UPDATE SET header_sha256 = excluded.header_sha256, status = 'sending',"
-                " tx = excluded.tx, slot = NULL, attempts = attempts + 1, updated_at = excluded.updated_at,"
+                "INSERT INTO chain_posts (epoch, header_sha256, status, tx, slot, attempts,"
+                " updated_at, last_valid_block_height) VALUES (?, ?, 'sending', ?, NULL, 1, ?, ?)"
+                " ON CONFLICT(epoch) DO UPDATE SET header_sha256 = excluded.header_sha256,"
+                " status = 'sending', tx = excluded.tx, slot = NULL, attempts = attempts + 1,"
+                " updated_at = excluded.updated_at,"
                 " last_valid_block_height = excluded.last_valid_block_height",
                 (epoch, header_sha256, tx, now, last_valid_block_height),
             )
@@ -317,10 +373,11 @@ class ChainLedger:
         """Set the row's outcome; `error` None keeps the previous last_error unless confirmed."""
         with self._lock:
             self._conn.execute(
-                "INSERT INTO chain_posts (epoch, header_sha256, status, tx, slot, last_error, attempts, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, 0, ?)"
-                " ON CONFLICT(epoch) DO UPDATE SET header_sha256 = excluded.header_sha256, status = excluded.status,"
-                " tx = excluded.tx, slot = excluded.slot, updated_at = excluded.updated_at,"
+                "INSERT INTO chain_posts (epoch, header_sha256, status, tx, slot, last_error,"
+                " attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?)"
+                " ON CONFLICT(epoch) DO UPDATE SET header_sha256 = excluded.header_sha256,"
+                " status = excluded.status, tx = excluded.tx, slot = excluded.slot,"
+                " updated_at = excluded.updated_at,"
                 " last_error = CASE WHEN excluded.status = 'confirmed' THEN NULL"
                 "                   ELSE coalesce(excluded.last_error, last_error) END",
                 (epoch, header_sha256, status, tx, slot, error, now),
@@ -330,15 +387,17 @@ class ChainLedger:
         """Note a problem without changing what is known about the epoch's transaction."""
         with self._lock:
             self._conn.execute(
-                "INSERT INTO chain_posts (epoch, header_sha256, status, last_error, attempts, updated_at)"
-                " VALUES (?, ?, 'failed', ?, 0, ?)"
-                " ON CONFLICT(epoch) DO UPDATE SET last_error = excluded.last_error, updated_at = excluded.updated_at",
+                "INSERT INTO chain_posts (epoch, header_sha256, status, last_error, attempts,"
+                " updated_at) VALUES (?, ?, 'failed', ?, 0, ?)"
+                " ON CONFLICT(epoch) DO UPDATE SET last_error = excluded.last_error,"
+                " updated_at = excluded.updated_at",
                 (epoch, header_sha256, error, now),
             )
 
     def last_posted_epoch(self) -> int | None:
         with self._lock:
-            (epoch,) = self._conn.execute("SELECT max(epoch) FROM chain_posts WHERE status = 'confirmed'").fetchone()
+            (epoch,) = self._conn.execute(
+                "SELECT max(epoch) FROM chain_posts WHERE status = 'confirmed'").fetchone()
         return epoch
 
     def last_error(self) -> str | None:
@@ -355,12 +414,25 @@ class ChainLedger:
 
 @dataclass(frozen=True)
 class PostOutcome:
+    """What one `ChainPoster.post` call achieved.
+
+    `tx`/`slot` of a confirmation: the latest post of this poster seen landing ("sent" by
+    this call, or found in flight in the "ledger"), else the post with which the members'
+    signatures on chain first reached the quorum ("chain"); of a failure: the latest
+    transaction recorded, if any. `sent`: the transactions this call sent (accepted by
+    the RPC node), in order, landed or not. `on_chain`: distinct members' signatures of
+    this report on chain as last read by this call (None: not read), `needed`: the quorum.
+    """
+
     epoch: int
     status: PostStatus
     tx: str | None  # base58 transaction signature
     slot: int | None
     error: str | None
-    source: Literal["sent", "ledger", "chain"] | None = None  # how the confirmation became known
+    source: Source | None = None  # how the confirmation became known
+    sent: tuple[str, ...] = ()
+    on_chain: int | None = None
+    needed: int | None = None
 
 
 class _Retry(Exception):
@@ -373,16 +445,130 @@ class _Landed:
     error: str | None  # None: confirmed without error
 
 
+@dataclass(frozen=True)
+class _Part:
+    """A confirmed, successful post of the report being posted."""
+
+    slot: int
+    keys: frozenset[bytes]  # the members' keys it carries; strangers' are left out
+
+
+class _ReportLog:
+    """One report's posts in the report log, as read during one `post()` call.
+
+    getTransaction is asked at most once per post and call (a post of another report is
+    remembered as such too); after the first read only entries newer than the newest one
+    listed are asked for. Posts this call saw land count before the log lists them.
+    """
+
+    def __init__(self, report: ReportPost, members: frozenset[bytes]) -> None:
+        self.report = report
+        self.members = members
+        self._address = report_log_address(report.config_digest)
+        memo = memo_text(report)
+        self._shown = f"[{len(memo.encode())}] {memo}"  # how an RPC node shows the memo
+        self._parts: dict[str, _Part | None] = {}  # by tx signature; None: does not count
+        self._listed: set[str] = set()
+        self._order: list[str] = []  # listed successful posts of this memo, oldest first
+        self._landed: list[str] = []  # posts seen landing, perhaps not listed yet
+        self._newest: Signature | None = None
+
+    def add_landed(self, sig: str, slot: int, keys: Collection[bytes]) -> None:
+        """Count a post of this call that landed without error, carrying `keys`."""
+        self._parts[sig] = _Part(slot, frozenset(keys) & self.members)
+        if sig not in self._landed:
+            self._landed.append(sig)
+
+    async def add_landed_elsewhere(self, client: AsyncClient, sig: str) -> None:
+        """Count a post that landed without error but whose contents are not at hand."""
+        if sig not in self._parts:
+            await self._fetch(client, Signature.from_string(sig))
+        if sig not in self._landed:
+            self._landed.append(sig)
+
+    async def refresh(self, client: AsyncClient) -> None:
+        """List what is new in the report log and read the new posts of this memo."""
+        new: list[Any] = []
+        before: Signature | None = None
+        for _page in range(LOG_PAGES):
+            page = (
+                await client.get_signatures_for_address(
+                    self._address, before=before, until=self._newest, limit=LOG_PAGE,
+                    commitment=Confirmed)
+            ).value
+            fresh = [item for item in page if str(item.signature) not in self._listed]
+            new += fresh
+            if len(fresh) < len(page) or len(page) < LOG_PAGE:
+                break
+            before = page[-1].signature
+        if new:
+            self._newest = new[0].signature
+        for item in reversed(new):  # newest first on the wire
+            sig = str(item.signature)
+            self._listed.add(sig)
+            if item.err is None and item.memo is not None \
+                    and self._shown in item.memo.split("; "):
+                self._order.append(sig)
+        for sig in self._order:
+            if sig not in self._parts:
+                await self._fetch(client, Signature.from_string(sig))
+
+    async def _fetch(self, client: AsyncClient, sig: Signature) -> None:
+        got = (await client.get_transaction(sig, "base64", Confirmed, 0)).value
+        if got is None:
+            return  # not visible at this commitment yet: asked again on the next read
+        part = None
+        meta = got.transaction.meta
+        if meta is not None and meta.err is None:
+            try:
+                epoch, digest, pairs = parse_post_transaction(got.transaction.transaction)
+            except PostFormatError:
+                pass
+            else:
+                if (epoch, digest) == (self.report.epoch, self.report.header_sha256):
+                    part = _Part(got.slot, frozenset(pk for pk, _ in pairs) & self.members)
+        self._parts[str(sig)] = part
+
+    def union(self, need: int) -> tuple[frozenset[bytes], tuple[str, int] | None]:
+        """(members' keys on chain, the post with which they first reached `need`, if so)."""
+        keys: set[bytes] = set()
+        reached: tuple[str, int] | None = None
+        unlisted = [sig for sig in self._landed if sig not in self._listed]
+        for sig in self._order + unlisted:
+            part = self._parts.get(sig)
+            if part is None:
+                continue
+            keys |= part.keys
+            if reached is None and len(keys) >= need:
+                reached = (sig, part.slot)
+        return frozenset(keys), reached
+
+
+@dataclass
+class _Run:
+    """One `post()` call, kept across its attempts."""
+
+    log: _ReportLog
+    need: int
+    sent: list[str] = field(default_factory=list)
+    mine: tuple[str, int, Source] | None = None  # the latest own post seen landing
+    on_chain: int | None = None
+
+
 def _precompile_hint(text: str) -> str:
     """Instruction 0 is always the Ed25519 precompile: name its error code."""
-    match = re.search(r"Instruction 0: custom program error: 0x(\d)\b|\[0,\{\"Custom\":(\d)\}\]", text)
+    match = re.search(r"Instruction 0: custom program error: 0x(\d)\b|\[0,\{\"Custom\":(\d)\}\]",
+                      text)
     code = None if match is None else int(match.group(1) or match.group(2))
-    return "" if code is None or code >= len(_PRECOMPILE_ERRORS) else f" (ed25519: {_PRECOMPILE_ERRORS[code]})"
+    if code is None or code >= len(_PRECOMPILE_ERRORS):
+        return ""
+    return f" (ed25519: {_PRECOMPILE_ERRORS[code]})"
 
 
 def _tx_error_text(err: Any) -> str:
     """Compact JSON of a TransactionError, the form RPC answers use."""
-    text = json.dumps(json.loads(TransactionStatus(0, None, None, err, None).to_json())["err"], separators=(",", ":"))
+    as_json = json.loads(TransactionStatus(0, None, None, err, None).to_json())["err"]
+    text = json.dumps(as_json, separators=(",", ":"))
     return text + _precompile_hint(text)
 
 
@@ -394,23 +580,27 @@ def _rpc_text(exc: BaseException) -> str:
         return text + _precompile_hint(text)
     if isinstance(exc, SolanaRpcException) and exc.__cause__ is not None:
         exc = exc.__cause__
-    what = "rpc unreachable" if isinstance(exc, (httpx2.TransportError, OSError, asyncio.TimeoutError)) else "rpc error"
+    unreachable = isinstance(exc, (httpx2.TransportError, OSError, asyncio.TimeoutError))
+    what = "rpc unreachable" if unreachable else "rpc error"
     return f"{what}: {type(exc).__name__}: {exc}".rstrip(": ")
 
 
 # Trouble on the node's side or on the way to it; SerdeJSONError: an answer solders cannot read.
-_TRANSPORT_ERRORS = (SolanaRpcException, httpx2.HTTPError, OSError, asyncio.TimeoutError, SerdeJSONError)
+_TRANSPORT_ERRORS = (SolanaRpcException, httpx2.HTTPError, OSError, asyncio.TimeoutError,
+                     SerdeJSONError)
 
 
 class ChainPoster:
     """Posts `ReportPost`s through solana-py's AsyncClient; asyncio side of the bridge.
 
-    A post of the same header found on chain counts as done when it carries at
-    least `min_signatures` (default: as many as this poster would send)
-    signatures by `members` (default: the report's own signers). Pass the
-    validator set as `members` so that another validator's post with a
-    different subset of signatures counts too; never count strangers' keys:
-    anyone can sign a header hash.
+    A report is on chain once the posts of its header in the report log, together,
+    carry signatures by at least `min_signatures` distinct `members` (see the module
+    docstring); posts by other validators count. Pass the validator set as `members`
+    and the quorum threshold as `min_signatures`. Defaults: `members` are the report's
+    own signers, `min_signatures` is one full post of them, min(their number, 7) (the
+    single-transaction rule of earlier versions). Strangers' keys never count: anyone
+    can sign a header hash. Raises ValueError for a quorum below 1 or above the number
+    of members.
     """
 
     def __init__(
@@ -427,6 +617,12 @@ class ChainPoster:
         members: Collection[bytes] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if min_signatures is not None and min_signatures < 1:
+            raise ValueError(f"min_signatures must be at least 1, not {min_signatures}")
+        if min_signatures is not None and members is not None \
+                and min_signatures > len(frozenset(members)):
+            raise ValueError(f"min_signatures {min_signatures} exceeds the "
+                             f"{len(frozenset(members))} members")
         self.rpc_url = rpc_url
         self.payer = payer
         self.ledger = ledger
@@ -463,7 +659,13 @@ class ChainPoster:
         self.ledger.record_error(report.epoch, report.header_sha256, error, self._clock())
 
     async def post(self, report: ReportPost) -> PostOutcome:
-        """Make sure `report` is on chain once; never raises for chain or RPC trouble."""
+        """Make sure `report` is on chain once; never raises for chain or RPC trouble.
+
+        Sends as many parts as the quorum still lacks: none if the ledger or the chain
+        already shows it. "failed" with `on_chain` < `needed` and the error "only k of q
+        ...": the report's own member signatures are all on chain and cannot reach the
+        quorum; calling again sends nothing until a report with more signatures comes.
+        """
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:  # one post at a time: two tasks must not both send
@@ -478,10 +680,16 @@ class ChainPoster:
             return PostOutcome(report.epoch, "failed", row.tx, row.slot, error)
         if row is not None and row.status == "confirmed":
             return PostOutcome(report.epoch, "confirmed", row.tx, row.slot, None, "ledger")
+        members = self._members
+        if members is None:
+            members = frozenset(pubkey for pubkey, _ in report.signatures)
+        own = len(member_signatures(report, members))
+        need = self._min_signatures or max(1, min(own, MAX_SIGNATURES_PER_TX))
+        run = _Run(_ReportLog(report, members), need)
         delay = self._backoff[0]
         for attempt in range(1, self._max_attempts + 1):
             try:
-                outcome = await self._attempt(report)
+                outcome = await self._attempt(report, run)
             except _Retry as exc:
                 self._note(report, f"{exc} (attempt {attempt}/{self._max_attempts})")
             except RPCException as exc:
@@ -498,51 +706,107 @@ class ChainPoster:
         row = self.ledger.get(report.epoch)
         # A transaction that may still land stays "sending" in the ledger; the next
         # post() settles it before anything else is sent.
-        return PostOutcome(report.epoch, "failed", row.tx if row else None, None, self.last_error)
+        return self._outcome(report, run, "failed", row.tx if row else None, None,
+                             self.last_error)
 
-    async def _attempt(self, report: ReportPost) -> PostOutcome:
-        digest = report.header_sha256
+    async def _attempt(self, report: ReportPost, run: _Run) -> PostOutcome:
         row = self.ledger.get(report.epoch)
         if row is not None and row.status == "sending" and row.tx is not None:
             landed = await self._settle(Signature.from_string(row.tx), row.last_valid_block_height)
+            if landed is not None and landed.error is not None:
+                return self._landed_with_error(report, run, row.tx, landed)
             if landed is not None:
-                return self._finish(report, row.tx, landed, "ledger")
-        found = await self._find_on_chain(report)
-        if found is not None:
-            sig, slot = found
-            self.ledger.record_outcome(report.epoch, digest, "confirmed", sig, slot, None, self._clock())
-            return PostOutcome(report.epoch, "confirmed", sig, slot, None, "chain")
+                await run.log.add_landed_elsewhere(self.client, row.tx)
+                run.mine = (row.tx, landed.slot, "ledger")
+        while True:
+            union, reached = run.log.union(run.need)
+            if reached is None:  # posts seen landing do not suffice: read the log again
+                await run.log.refresh(self.client)
+                union, reached = run.log.union(run.need)
+            run.on_chain = len(union)
+            if reached is not None:
+                return self._confirmed(report, run, reached)
+            missing = [(pk, sig) for pk, sig in member_signatures(report, run.log.members)
+                       if pk not in union]
+            if not missing:
+                return self._short(report, run)
+            part = missing[: min(MAX_SIGNATURES_PER_TX, run.need - len(union))]
+            failed = await self._send_part(report, run, part)
+            if failed is not None:
+                return failed
+
+    async def _send_part(
+        self, report: ReportPost, run: _Run, part: Sequence[tuple[bytes, bytes]]
+    ) -> PostOutcome | None:
+        """Record, send and settle one post of `part`; None once it landed without error."""
+        digest = report.header_sha256
         latest = (await self.client.get_latest_blockhash(Confirmed)).value
-        tx = build_post_transaction(report, self.payer, latest.blockhash)
+        tx = build_post_transaction(report, self.payer, latest.blockhash, part)
         sig_text = str(tx.signatures[0])
-        self.ledger.record_sending(report.epoch, digest, sig_text, latest.last_valid_block_height, self._clock())
+        self.ledger.record_sending(report.epoch, digest, sig_text, latest.last_valid_block_height,
+                                   self._clock())
         try:
-            await self.client.send_raw_transaction(
-                bytes(tx), TxOpts(skip_confirmation=True, skip_preflight=False, preflight_commitment=Confirmed)
-            )
+            opts = TxOpts(skip_confirmation=True, skip_preflight=False,
+                          preflight_commitment=Confirmed)
+            await self.client.send_raw_transaction(bytes(tx), opts)
         except RPCException as exc:
             error = f"rejected: {_rpc_text(exc)}"
             if "already been processed" not in error:  # (that one landed: settle it below)
                 # Refused before being forwarded (preflight, health check): it cannot land.
-                self.ledger.record_outcome(report.epoch, digest, "failed", sig_text, None, error, self._clock())
+                self.ledger.record_outcome(report.epoch, digest, "failed", sig_text, None, error,
+                                           self._clock())
                 if "Blockhash not found" in error or isinstance(exc.args[0], NodeUnhealthyMessage):
                     raise _Retry(error) from None
                 self.last_error = error
-                return PostOutcome(report.epoch, "failed", sig_text, None, error)
+                return self._outcome(report, run, "failed", sig_text, None, error)
+        run.sent.append(sig_text)
         landed = await self._settle(tx.signatures[0], latest.last_valid_block_height)
         if landed is None:
             raise _Retry(f"transaction {sig_text[:12]}… expired unconfirmed")
-        return self._finish(report, sig_text, landed, "sent")
-
-    def _finish(self, report: ReportPost, sig: str, landed: _Landed, source: Literal["sent", "ledger"]) -> PostOutcome:
-        status: PostStatus = "confirmed" if landed.error is None else "failed"
-        self.ledger.record_outcome(
-            report.epoch, report.header_sha256, status, sig, landed.slot, landed.error, self._clock()
-        )
         if landed.error is not None:
-            self.last_error = landed.error
-        confirmed_by = source if status == "confirmed" else None
-        return PostOutcome(report.epoch, status, sig, landed.slot, landed.error, confirmed_by)
+            return self._landed_with_error(report, run, sig_text, landed)
+        run.log.add_landed(sig_text, landed.slot, [pubkey for pubkey, _ in part])
+        run.mine = (sig_text, landed.slot, "sent")
+        return None
+
+    def _outcome(
+        self,
+        report: ReportPost,
+        run: _Run,
+        status: PostStatus,
+        tx: str | None,
+        slot: int | None,
+        error: str | None,
+        source: Source | None = None,
+    ) -> PostOutcome:
+        return PostOutcome(report.epoch, status, tx, slot, error, source, tuple(run.sent),
+                           run.on_chain, run.need)
+
+    def _confirmed(self, report: ReportPost, run: _Run, reached: tuple[str, int]) -> PostOutcome:
+        tx, slot, source = run.mine if run.mine is not None else (*reached, "chain")
+        self.ledger.record_outcome(report.epoch, report.header_sha256, "confirmed", tx, slot,
+                                   None, self._clock())
+        return self._outcome(report, run, "confirmed", tx, slot, None, source)
+
+    def _short(self, report: ReportPost, run: _Run) -> PostOutcome:
+        """Every member signature of the report is on chain, and still fewer than needed."""
+        error = (f"only {run.on_chain} of {run.need} members' signatures on chain, and the "
+                 f"report carries no others")
+        row = self.ledger.get(report.epoch)
+        tx, slot = run.mine[:2] if run.mine is not None else (row.tx if row else None, None)
+        self.ledger.record_outcome(report.epoch, report.header_sha256, "failed", tx, slot, error,
+                                   self._clock())
+        self.last_error = error
+        return self._outcome(report, run, "failed", tx, slot, error)
+
+    def _landed_with_error(
+        self, report: ReportPost, run: _Run, sig: str, landed: _Landed
+    ) -> PostOutcome:
+        assert landed.error is not None
+        self.ledger.record_outcome(report.epoch, report.header_sha256, "failed", sig, landed.slot,
+                                   landed.error, self._clock())
+        self.last_error = landed.error
+        return self._outcome(report, run, "failed", sig, landed.slot, landed.error)
 
     async def _settle(self, sig: Signature, last_valid_block_height: int | None) -> _Landed | None:
         """Wait until `sig` is confirmed or failed (-> _Landed) or can never land (-> None).
@@ -551,53 +815,23 @@ class ChainPoster:
         """
         deadline = self._clock() + self._confirm_timeout
         while True:
-            status = (await self.client.get_signature_statuses([sig], search_transaction_history=True)).value[0]
+            status = (await self.client.get_signature_statuses(
+                [sig], search_transaction_history=True)).value[0]
             if status is not None and status.confirmation_status in (
                 TransactionConfirmationStatus.Confirmed,
                 TransactionConfirmationStatus.Finalized,
             ):
-                error = None if status.err is None else f"landed with error: {_tx_error_text(status.err)}"
+                error = None if status.err is None else \
+                    f"landed with error: {_tx_error_text(status.err)}"
                 return _Landed(status.slot, error)
             if status is None:
                 height = (await self.client.get_block_height(Confirmed)).value
                 if last_valid_block_height is None or height > last_valid_block_height:
                     return None
             if self._clock() > deadline:
-                raise _Retry(f"transaction {str(sig)[:12]}… not confirmed within {self._confirm_timeout:g}s")
+                raise _Retry(f"transaction {str(sig)[:12]}… not confirmed within "
+                             f"{self._confirm_timeout:g}s")
             await asyncio.sleep(self._poll)
-
-    async def _find_on_chain(self, report: ReportPost) -> tuple[str, int] | None:
-        """A confirmed, successful post of this exact report in the report log, if any."""
-        memo = memo_text(report)
-        wanted = f"[{len(memo.encode())}] {memo}"
-        signers = self._members if self._members is not None else {pubkey for pubkey, _ in report.signatures}
-        need = self._min_signatures or len(selected_signatures(report))
-        before: Signature | None = None
-        for _page in range(10):  # up to 10k posts back; older epochs are in the ledger
-            page = (
-                await self.client.get_signatures_for_address(
-                    report_log_address(report.config_digest), before=before, limit=1000, commitment=Confirmed
-                )
-            ).value
-            for item in page:
-                if item.err is not None or item.memo is None or wanted not in item.memo.split("; "):
-                    continue
-                got = (
-                    await self.client.get_transaction(item.signature, "base64", Confirmed, 0)
-                ).value
-                if got is None or got.transaction.meta is None or got.transaction.meta.err is not None:
-                    continue
-                try:
-                    epoch, digest, pairs = parse_post_transaction(got.transaction.transaction)
-                except PostFormatError:
-                    continue
-                carried = {pubkey for pubkey, _ in pairs} & signers
-                if epoch == report.epoch and digest == report.header_sha256 and len(carried) >= need:
-                    return str(item.signature), item.slot
-            if len(page) < 1000:
-                return None
-            before = page[-1].signature
-        return None
 
     async def ensure_funded(self, min_lamports: int) -> bool:
         """Ask for an airdrop when the payer holds less than `min_lamports` (devnets only).
@@ -612,7 +846,8 @@ class ChainPoster:
                 return True
             # Never ask for less than a new account's rent-exempt minimum: that would fail.
             floor = (await self.client.get_minimum_balance_for_rent_exemption(0)).value
-            sig = (await self.client.request_airdrop(pubkey, max(min_lamports - balance, floor), Confirmed)).value
+            amount = max(min_lamports - balance, floor)
+            sig = (await self.client.request_airdrop(pubkey, amount, Confirmed)).value
             deadline = self._clock() + self._confirm_timeout
             while self._clock() < deadline:
                 balance = (await self.client.get_balance(pubkey, Confirmed)).value

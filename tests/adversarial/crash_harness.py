@@ -607,7 +607,11 @@ def check_signatures(verdict: Verdict, members: list[Member], views: dict[str, D
 
 def check_posts(verdict: Verdict, members: list[Member], views: dict[str, DbView],
                 posts: dict[str, ChainPost], digest: bytes) -> None:
-    """At most one successful post per (epoch, payer); each ledger names a confirmed tx."""
+    """No payer posts one epoch's signature twice; each ledger names a confirmed tx.
+
+    A report whose threshold exceeds 7 signatures is posted in parts (validator.chain), so
+    one payer may land several posts for an epoch; a double post is the same member's
+    signature landing twice from one payer (with one part per report, a second post)."""
     ours = [p for p in posts.values() if p.digest_prefix == digest[:4].hex()]
     verdict.failed_posts = sum(1 for p in ours if not p.ok)
     per_payer: dict[tuple[int, str], list[ChainPost]] = defaultdict(list)
@@ -618,7 +622,8 @@ def check_posts(verdict: Verdict, members: list[Member], views: dict[str, DbView
             per_epoch[post.epoch].append(post)
     names = {m.payer: m.name for m in members}
     for (epoch, payer), landed in sorted(per_payer.items()):
-        if len(landed) > 1:
+        keys = [pubkey for post in landed for pubkey, _ in post.signatures]
+        if len(landed) > 1 and len(set(keys)) < len(keys):
             verdict.double_posts_per_payer.append(
                 f"epoch {epoch} payer {payer} ({names.get(payer, 'stranger')}): "
                 + ", ".join(f"{p.tx} slot {p.slot}" for p in landed))

@@ -109,13 +109,16 @@ def test_checks_flag_a_payer_posting_one_epoch_twice_and_a_ledger_that_forgot() 
     digest = b"\7" * 32
     h = hashlib.sha256(_header(3, b"h")).digest()
 
-    def post(tx: str, payer: str, ok: bool = True) -> ChainPost:
-        return ChainPost(tx, 10, payer, 3, h, digest[:4].hex(), ok, ())
+    def post(tx: str, payer: str, ok: bool = True, keys: str = "ab") -> ChainPost:
+        return ChainPost(tx, 10, payer, 3, h, digest[:4].hex(), ok,
+                         tuple((k.encode() * 32, bytes(64)) for k in keys))
 
+    # payer0 lands the same signatures twice; payer1 two parts with different signatures
     posts = {p.tx: p for p in (post("t1", "payer0"), post("t2", "payer0"),
-                               post("t3", "payer1"), post("t4", "payer2", ok=False))}
+                               post("t3", "payer1", keys="a"), post("t5", "payer1", keys="b"),
+                               post("t4", "payer2", ok=False))}
     views = {m.name: _view() for m in members}
-    views["v1"] = _view(posts={3: PostRow(3, h, "confirmed", "t3")})
+    views["v1"] = _view(posts={3: PostRow(3, h, "confirmed", "t5")})
     verdict = Verdict()
     check_posts(verdict, members, views, posts, digest)
     assert len(verdict.double_posts_per_payer) == 1 and "payer0" in verdict.double_posts_per_payer[0]

@@ -1,9 +1,10 @@
 """SQLite store (WAL) under the data directory: what a validator must not forget.
 
-Owns the tables below; ``chain_posts`` belongs to ``validator.chain.ChainLedger`` and shares the
-file. Every write is one transaction with ``synchronous=FULL``, so what a call returned having
-written survives a SIGKILL. The slashing-protection rule lives here, in the schema: one signed
-header hash per epoch (PRIMARY KEY), checked and written before a signature leaves the process.
+Owns the tables below; ``chain_posts`` belongs to ``validator.chain_ledger.ChainLedger``
+and shares the file. Every write is one transaction with ``synchronous=FULL``, so what a
+call returned having written survives a SIGKILL. The slashing-protection rule lives here,
+in the schema: one signed header hash per epoch (PRIMARY KEY), checked and written before a
+signature leaves the process.
 
 Readers (the HTTP API) open their own read-only connection with ``open_readonly``.
 """

@@ -194,7 +194,7 @@ class MeasurementBundle:
 
 @dataclass(frozen=True)
 class BundleNotice:
-    """"I signed this bundle": what the bundles topic carries (DESIGN §7).
+    """A validator's word that it signed a bundle: what the bundles topic carries (DESIGN §7).
 
     Bundles are tens of kilobytes at scale and every validator needs each one once; flooding
     them through the gossip mesh would send each about D times. The notice floods (under 200

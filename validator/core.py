@@ -8,9 +8,11 @@ store (slashing protection) before its signature is published.
 
 Per epoch t (E = epoch_seconds, end = end of epoch t):
     during t             probe assigned providers (shell's prober)
-    end                  publish own MeasurementBundle for t
+    end                  sign own MeasurementBundle for t, gossip its BundleNotice; others
+                         pull the bundle over the fetch protocol (its signer first)
     end + collect        attempt 0: leader order[0] proposes its bundle set and header
-    ... + a * timeout    attempt a: order[a % n] proposes, unless t is final already
+    ... + a * timeout    attempt a: order[a % n] proposes, unless t is final already; from
+                         attempt 1 on, ask a peer for the notices it holds (re-sync)
     any time             a valid proposal whose header we recompute is signed (once per epoch);
                          threshold signatures over one header make the report final.
 Bad input is dropped and counted by reason in ``dropped``; it never raises.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from solana.rpc.models import TxOpts
 from solders.keypair import Keypair
 from solders.signature import Signature
 
-from validator.bridge import AsyncioBridge, open_asyncio_bridge
+from validator.bridge import AsyncioBridge
 from validator.chain import (
     MAX_SIGNATURES_PER_TX,
     ChainLedger,
@@ -27,21 +26,8 @@ from validator.chain import (
     parse_post_transaction,
     report_log_address,
 )
-from validator.localchain import LocalChainThread
 
 SOL = 1_000_000_000
-
-
-@pytest.fixture(scope="module")
-def chain_url() -> Iterator[str]:
-    with LocalChainThread(slot_ms=50, finality_slots=4) as url:
-        yield url
-
-
-@pytest.fixture
-async def bridge() -> AsyncIterator[AsyncioBridge]:
-    async with open_asyncio_bridge() as b:
-        yield b
 
 
 def signed_report(epoch: int, n: int, *, seed: int, bad: int | None = None) -> ReportPost:

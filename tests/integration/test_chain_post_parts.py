@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from solders.keypair import Keypair
 from solders.transaction_status import UiTransaction
 
 from tests.integration.test_chain_post import funded_poster, signed_report
-from validator.bridge import AsyncioBridge, open_asyncio_bridge
+from validator.bridge import AsyncioBridge
 from validator.chain import (
     MAX_SIGNATURES_PER_TX,
     ChainLedger,
@@ -36,22 +36,9 @@ from validator.chain import (
     parse_post_transaction,
     report_log_address,
 )
-from validator.localchain import LocalChainThread
 
 RPC_METHODS = ("get_signatures_for_address", "get_transaction", "get_latest_blockhash",
                "send_raw_transaction", "get_signature_statuses", "get_block_height")
-
-
-@pytest.fixture(scope="module")
-def chain_url() -> Iterator[str]:
-    with LocalChainThread(slot_ms=50, finality_slots=4) as url:
-        yield url
-
-
-@pytest.fixture
-async def bridge() -> AsyncIterator[AsyncioBridge]:
-    async with open_asyncio_bridge() as b:
-        yield b
 
 
 class Crash(Exception):

@@ -286,6 +286,9 @@ class Validator:
                       "last_posted_epoch": self._ledger.last_posted_epoch(),
                       "last_error": self._ledger.last_error()},
             "dropped": dropped,
+            # validators this node left out of an epoch's records as inconsistent
+            "excluded": {str(epoch): sorted(base58.b58encode(k).decode() for k in keys)
+                         for epoch, keys in sorted(self.core.excluded.items())[-4:] if keys},
         }
 
     # -- probes ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import base58
 import pytest
 import trio
 import trio.testing
@@ -206,7 +207,11 @@ async def test_consistent_liars_are_excluded_below_2f1(
             checks = [await sim.check_epoch(e, strict=True) for e in range(2)]
             liars = frozenset(sim.keys[i] for i in chosen)
             for i in sim.honest():
-                assert sim.validator(i).core.excluded.get(0) == liars
+                validator = sim.validator(i)
+                assert validator.core.excluded.get(0) == liars
+                validator._refresh_status()  # what GET /status serves
+                assert validator._status["excluded"]["0"] == sorted(
+                    base58.b58encode(k).decode() for k in liars)
             assert all(not c.captured for c in checks)
 
 

@@ -644,7 +644,6 @@ class ValidatorCore:
             if len(bundles) < self.spec.threshold:
                 return []
             provider_set = self.next_provider_set(epoch)
-            self._remember_provider_set(provider_set)
         result = self.compute_header(epoch, bundles, provider_set)
         if isinstance(result, str):
             self.dropped[f"cannot_propose:{result}"] += 1

@@ -52,6 +52,12 @@ class Landed:
     keys: tuple[bytes, ...]  # in the order the Ed25519 instruction holds them
 
 
+def restart(poster: ChainPoster, url: str, db: Path, members: list[bytes]) -> ChainPoster:
+    """The same payer and ledger file in a new poster: what a restarted validator builds."""
+    return ChainPoster(url, poster.payer, ChainLedger(db), poll_interval=0.05,
+                       min_signatures=9, members=members)
+
+
 def keys_of(report: ReportPost) -> list[bytes]:
     return [pubkey for pubkey, _ in report.signatures]
 
@@ -279,8 +285,7 @@ async def test_a_crash_after_the_first_part_resumes_with_the_missing_signatures_
         assert row is not None and (row.status, row.tx) == ("sending", part_one.tx)
         await bridge.run(poster.aclose)
 
-        restarted = ChainPoster(chain_url, poster.payer, ChainLedger(db), poll_interval=0.05,
-                                min_signatures=9, members=members)
+        restarted = restart(poster, chain_url, db, members)
         outcome = await bridge.run(restarted.post, report)
         assert (outcome.status, outcome.source, len(outcome.sent)) == ("confirmed", "sent", 1)
         posts = await log_posts(bridge, chain_url, report)
@@ -310,8 +315,7 @@ async def test_a_crash_after_sending_the_last_part_is_settled_from_the_ledger(
             await bridge.run(poster.post, report)
         await bridge.run(poster.aclose)
 
-        restarted = ChainPoster(chain_url, poster.payer, ChainLedger(db), poll_interval=0.05,
-                                min_signatures=9, members=members)
+        restarted = restart(poster, chain_url, db, members)
         outcome = await bridge.run(restarted.post, report)
         assert (outcome.status, outcome.source, outcome.sent) == ("confirmed", "ledger", ())
         posts = await log_posts(bridge, chain_url, report)
@@ -340,8 +344,7 @@ async def test_a_restart_after_a_part_sent_by_hand_sends_only_what_is_missing(
 
         first = await bridge.run(send_and_crash)
         await bridge.run(poster.aclose)
-        restarted = ChainPoster(chain_url, poster.payer, ChainLedger(db), poll_interval=0.05,
-                                min_signatures=9, members=members)
+        restarted = restart(poster, chain_url, db, members)
         outcome = await bridge.run(restarted.post, report)
         assert (outcome.status, outcome.source, len(outcome.sent)) == ("confirmed", "sent", 1)
         posts = await log_posts(bridge, chain_url, report)

@@ -4,17 +4,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install devnet test benchmarks clean
+.PHONY: install devnet test benchmarks clean program
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed"'
-	@# iperf3 (the reference for throughput benchmarks) and iproute2 (netns, tc) from Debian;
-	@# without root they are skipped, and the tests that need them skip with the reason.
-	@if ! command -v iperf3 >/dev/null || ! command -v tc >/dev/null; then \
+	@# From Debian: clang-14 (builds the pool program for the Solana VM), iperf3 (the
+	@# reference for throughput benchmarks) and iproute2 (netns, tc). Without root they are
+	@# skipped, and the tests that need them skip with the reason.
+	@if ! command -v iperf3 >/dev/null || ! command -v tc >/dev/null \
+	    || ! command -v clang-14 >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 iproute2 >/dev/null; \
-	  else echo "note: iperf3/iproute2 missing and not root: testbed tests will skip"; fi; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 iproute2 clang-14 >/dev/null; \
+	  else echo "note: iperf3/iproute2/clang-14 missing and not root: their tests will skip"; fi; \
 	fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -28,6 +30,11 @@ devnet: install
 
 test: install
 	$(BIN)/pytest -q
+
+# The pool program for the Solana VM (SBPFv0): clang-14 and programs/sbpf_link.py. The
+# result is committed; tests/unit/test_pool_build.py checks it is rebuilt byte for byte.
+program: install
+	$(BIN)/python -m programs.build programs/pool/pool.c programs/pool/pool.so
 
 clean:
 	rm -rf $(VENV) devnet-data *.egg-info

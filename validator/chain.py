@@ -1,41 +1,39 @@
-"""Posting final epoch reports to Solana: each report shown on chain once, in one or more parts.
+"""Posting final epoch reports to the pool program: each report accepted on chain once.
 
-The transaction layout, its size and the report-log address: ``validator.chain_tx``;
-the ledger table: ``validator.chain_ledger``.
+The transaction layout: ``validator.chain_tx``; the program: ``programs/pool``; the ledger
+table: ``validator.chain_ledger``.
 
-Parts. A report is on chain once the *union* of distinct members' public keys over
-every confirmed, successful post of its memo (same epoch, same sha256(header)) in the
-report log reaches `min_signatures` (the network's threshold: 67 of 100 validators).
-One transaction holds at most 7 signatures, so a quorum of q takes ceil(q / 7) posts,
-by one validator or several: every post counts, whoever paid for it. Each counted
-signature was verified by the chain (a post whose precompile fails never succeeds, and
-only successful posts are read); strangers' keys never count, since anyone can sign a
-header hash.
+What "on chain" means. A report is on chain when the pool's `EpochReport` account for its
+header (PDA of pool, epoch, sha256(header)) says *accepted*, as read back from the chain,
+never from our own records. The program accepts it once `threshold` distinct members of its
+stored validator set have signed (counted across as many posts as needed, by anyone), the
+epoch is above the last accepted one and `prev_header_hash` is the last accepted header's
+hash. At most 5 signatures fit in one post, so a threshold of q takes ceil(q / 5) posts.
 
 Idempotency (the ledger is the memory, the chain is the truth):
 1. a confirmed ledger row is never posted again (also after a restart). There is one row
-   per epoch; it holds the latest part sent, and turns "confirmed" only once the union
-   reached `min_signatures`;
+   per epoch; it holds the latest part sent, and turns "confirmed" only once the chain
+   shows the report accepted;
 2. a row with a pending signature ("sending") is settled first: its status is asked for
    until it confirms, fails, or its blockhash has expired (then it can never land, and
    only then may another transaction be sent);
-3. the report log is read and the union computed (the first read covers up to 10,000
-   posts, later ones only what is newer; getTransaction once per post and call);
-4. while the union is short, the next part carries the report's member signatures not
-   in it, sorted by public key, as many as are still missing but at most 7; its
-   signature and last valid block height are written to the ledger *before* it is
-   sent; once it landed its keys join the union, and while that is still short step
-   3 runs again (another validator may have posted meanwhile).
-So a restart or another validator resumes from the chain's union, and no transaction
-carries only signatures that are already on chain. A report whose member signatures
-cannot reach `min_signatures` posts what the chain lacks and returns "failed" (error
-"only k of q members' signatures on chain ..."); calling again sends nothing more.
+3. the pool and the report's account are read (one getMultipleAccounts);
+4. while the report is not accepted, the next part carries the report's member
+   signatures the account has not counted, sorted by public key, as many as are still
+   missing but at most 5; its signature and last valid block height are written to the
+   ledger *before* it is sent; once it landed, step 3 runs again (another validator may
+   have posted meanwhile).
+A report that cannot be accepted yet is not sent: while the pool's chain head is not this
+report's `prev_header_hash` the outcome is "failed" with an error that names the head
+(the node posts earlier reports first and retries); once the pool has accepted this epoch
+or a later one under another header, it never can be. A report whose member signatures
+cannot reach the threshold posts what the chain lacks and returns "failed" (error "only k
+of q members' signatures on chain ..."); calling again sends nothing more.
 
-Concurrent posters read the union before each part but may send the same part before
-either sees the other's (two started together choose the same parts in lockstep): a
-signature can then land more than once, at most once per poster and call (a call never
-re-sends a key it saw land), and never an unverified one. `validator.node` staggers its
-posters by leader rank so that later ones usually find the union complete.
+Concurrent posters read the account before each part but may send the same part before
+either sees the other's: a signature can then land twice, which the program counts once
+(fees, never a wrong count). `validator.node` staggers its posters by leader rank so that
+later ones usually find the report accepted.
 """
 
 from __future__ import annotations
@@ -56,6 +54,7 @@ from solana.rpc.core import RPCException
 from solana.rpc.models import TxOpts
 from solders.errors import SerdeJSONError
 from solders.keypair import Keypair
+from solders.pubkey import Pubkey
 from solders.rpc.errors import NodeUnhealthyMessage
 from solders.signature import Signature
 from solders.transaction_status import TransactionConfirmationStatus, TransactionStatus
@@ -64,34 +63,30 @@ from solders.transaction_status import TransactionConfirmationStatus, Transactio
 # module's interface (node.py, the tests and the crash harness import them from here).
 from validator.chain_ledger import ChainLedger, ChainPostRow
 from validator.chain_tx import (
-    ED25519_PROGRAM_ID,
     MAX_SIGNATURES_PER_TX,
-    MEMO_PREFIX,
-    MEMO_PROGRAM_ID,
     PACKET_DATA_SIZE,
-    REPORT_LOG_SEED,
     ChainError,
+    PoolTarget,
     PostFormatError,
     ReportPost,
     build_post_transaction,
-    ed25519_instruction,
     member_signatures,
-    memo_text,
     parse_post_transaction,
-    report_log_address,
-    selected_signatures,
+)
+from validator.pool_program import (
+    EpochReportState,
+    PoolFormatError,
+    PoolState,
+    ValidatorSetState,
+    error_name,
 )
 
 __all__ = [
-    "ED25519_PROGRAM_ID", "MAX_SIGNATURES_PER_TX", "MEMO_PREFIX", "MEMO_PROGRAM_ID",
-    "PACKET_DATA_SIZE", "REPORT_LOG_SEED", "ChainError", "ChainLedger", "ChainPostRow",
-    "ChainPoster", "PostFormatError", "PostOutcome", "ReportPost", "build_post_transaction",
-    "ed25519_instruction", "member_signatures", "memo_text", "parse_post_transaction",
-    "report_log_address", "selected_signatures",
+    "MAX_SIGNATURES_PER_TX", "PACKET_DATA_SIZE", "ChainError", "ChainLedger", "ChainPostRow",
+    "ChainPoster", "PoolTarget", "PostFormatError", "PostOutcome", "ReportPost",
+    "build_post_transaction", "member_signatures", "parse_post_transaction",
 ]
 
-LOG_PAGE = 1000  # getSignaturesForAddress's largest page
-LOG_PAGES = 10  # a first read goes up to 10k posts back; older epochs are in the ledger
 # Ed25519 precompile failures surface as InstructionError(i, Custom(code)).
 _PRECOMPILE_ERRORS = ("invalid public key", "invalid recovery id", "invalid signature",
                       "invalid data offsets", "invalid instruction data size")
@@ -137,123 +132,40 @@ class _Landed:
 
 
 @dataclass(frozen=True)
-class _Part:
-    """A confirmed, successful post of the report being posted."""
+class ChainView:
+    """What the chain says about one report, read in one getMultipleAccounts call."""
 
-    slot: int
-    keys: frozenset[bytes]  # the members' keys it carries; strangers' are left out
-
-
-class _ReportLog:
-    """One report's posts in the report log, as read during one `post()` call.
-
-    getTransaction is asked at most once per post and call (a post of another report is
-    remembered as such too); after the first read only entries newer than the newest one
-    listed are asked for. Posts this call saw land count before the log lists them.
-    """
-
-    def __init__(self, report: ReportPost, members: frozenset[bytes]) -> None:
-        self.report = report
-        self.members = members
-        self._address = report_log_address(report.config_digest)
-        memo = memo_text(report)
-        self._shown = f"[{len(memo.encode())}] {memo}"  # how an RPC node shows the memo
-        self._parts: dict[str, _Part | None] = {}  # by tx signature; None: does not count
-        self._listed: set[str] = set()
-        self._order: list[str] = []  # listed successful posts of this memo, oldest first
-        self._landed: list[str] = []  # posts seen landing, perhaps not listed yet
-        self._newest: Signature | None = None
-
-    def add_landed(self, sig: str, slot: int, keys: Collection[bytes]) -> None:
-        """Count a post of this call that landed without error, carrying `keys`."""
-        self._parts[sig] = _Part(slot, frozenset(keys) & self.members)
-        if sig not in self._landed:
-            self._landed.append(sig)
-
-    async def add_landed_elsewhere(self, client: AsyncClient, sig: str) -> None:
-        """Count a post that landed without error but whose contents are not at hand."""
-        if sig not in self._parts:
-            await self._fetch(client, Signature.from_string(sig))
-        if sig not in self._landed:
-            self._landed.append(sig)
-
-    async def refresh(self, client: AsyncClient) -> None:
-        """List what is new in the report log and read the new posts of this memo."""
-        new: list[Any] = []
-        before: Signature | None = None
-        for _page in range(LOG_PAGES):
-            page = (
-                await client.get_signatures_for_address(
-                    self._address, before=before, until=self._newest, limit=LOG_PAGE,
-                    commitment=Confirmed)
-            ).value
-            fresh = [item for item in page if str(item.signature) not in self._listed]
-            new += fresh
-            if len(fresh) < len(page) or len(page) < LOG_PAGE:
-                break
-            before = page[-1].signature
-        if new:
-            self._newest = new[0].signature
-        for item in reversed(new):  # newest first on the wire
-            sig = str(item.signature)
-            self._listed.add(sig)
-            if item.err is None and item.memo is not None \
-                    and self._shown in item.memo.split("; "):
-                self._order.append(sig)
-        for sig in self._order:
-            if sig not in self._parts:
-                await self._fetch(client, Signature.from_string(sig))
-
-    async def _fetch(self, client: AsyncClient, sig: Signature) -> None:
-        got = (await client.get_transaction(sig, "base64", Confirmed, 0)).value
-        if got is None:
-            return  # not visible at this commitment yet: asked again on the next read
-        part = None
-        meta = got.transaction.meta
-        if meta is not None and meta.err is None:
-            try:
-                epoch, digest, pairs = parse_post_transaction(got.transaction.transaction)
-            except PostFormatError:
-                pass
-            else:
-                if (epoch, digest) == (self.report.epoch, self.report.header_sha256):
-                    part = _Part(got.slot, frozenset(pk for pk, _ in pairs) & self.members)
-        self._parts[str(sig)] = part
-
-    def union(self, need: int) -> tuple[frozenset[bytes], tuple[str, int] | None]:
-        """(members' keys on chain, the post with which they first reached `need`, if so)."""
-        keys: set[bytes] = set()
-        reached: tuple[str, int] | None = None
-        unlisted = [sig for sig in self._landed if sig not in self._listed]
-        for sig in self._order + unlisted:
-            part = self._parts.get(sig)
-            if part is None:
-                continue
-            keys |= part.keys
-            if reached is None and len(keys) >= need:
-                reached = (sig, part.slot)
-        return frozenset(keys), reached
+    pool: PoolState
+    report: EpochReportState | None  # None: no post of this header has landed yet
+    counted: frozenset[bytes]  # members whose signatures the report account holds
 
 
 @dataclass
 class _Run:
     """One `post()` call, kept across its attempts."""
 
-    log: _ReportLog
     need: int
     sent: list[str] = field(default_factory=list)
     mine: tuple[str, int, Source] | None = None  # the latest own post seen landing
     on_chain: int | None = None
 
 
+class _Terminal(Exception):
+    """The chain says no now, for a reason retries in this call cannot change."""
+
+
 def _precompile_hint(text: str) -> str:
-    """Instruction 0 is always the Ed25519 precompile: name its error code."""
-    match = re.search(r"Instruction 0: custom program error: 0x(\d)\b|\[0,\{\"Custom\":(\d)\}\]",
-                      text)
-    code = None if match is None else int(match.group(1) or match.group(2))
-    if code is None or code >= len(_PRECOMPILE_ERRORS):
+    """Name the Ed25519 precompile's error (instruction 0), or ours (instruction 1)."""
+    match = re.search(r"Instruction (\d): custom program error: 0x([0-9a-f]+)\b"
+                      r"|\[(\d),\{\"Custom\":(\d+)\}\]", text)
+    if match is None:
         return ""
-    return f" (ed25519: {_PRECOMPILE_ERRORS[code]})"
+    index = int(match.group(1) or match.group(3))
+    code = int(match.group(2), 16) if match.group(2) else int(match.group(4))
+    if index == 0 and code < len(_PRECOMPILE_ERRORS):
+        return f" (ed25519: {_PRECOMPILE_ERRORS[code]})"
+    name = error_name(code)
+    return f" (pool: {name})" if index == 1 and name else ""
 
 
 def _tx_error_text(err: Any) -> str:
@@ -282,16 +194,14 @@ _TRANSPORT_ERRORS = (SolanaRpcException, httpx2.HTTPError, OSError, asyncio.Time
 
 
 class ChainPoster:
-    """Posts `ReportPost`s through solana-py's AsyncClient; asyncio side of the bridge.
+    """Posts `ReportPost`s to the pool program through solana-py's AsyncClient.
 
-    A report is on chain once the posts of its header in the report log, together,
-    carry signatures by at least `min_signatures` distinct `members` (see the module
-    docstring); posts by other validators count. Pass the validator set as `members`
-    and the quorum threshold as `min_signatures`. Defaults: `members` are the report's
-    own signers, `min_signatures` is one full post of them, min(their number, 7) (the
-    single-transaction rule of earlier versions). Strangers' keys never count: anyone
-    can sign a header hash. Raises ValueError for a quorum below 1 or above the number
-    of members.
+    The asyncio side of the bridge. `program_id` and `pool` name the pool (the network
+    spec's `pool_program_id` and `pool_address`); the pool's validator set and vault are
+    read from the chain once. `members` (the spec's signing keys) and `threshold` must
+    match that set: a pool whose set differs is an error of ours, reported in
+    `last_error`, and nothing is sent. Raises ValueError for a threshold below 1 or above
+    the number of members.
     """
 
     def __init__(
@@ -300,33 +210,36 @@ class ChainPoster:
         payer: Keypair,
         ledger: ChainLedger,
         *,
+        program_id: Pubkey,
+        pool: Pubkey,
+        members: Collection[bytes],
+        threshold: int,
         confirm_timeout: float = 30.0,
         max_attempts: int = 5,
         backoff: tuple[float, float] = (0.5, 8.0),
         poll_interval: float = 0.25,
-        min_signatures: int | None = None,
-        members: Collection[bytes] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if min_signatures is not None and min_signatures < 1:
-            raise ValueError(f"min_signatures must be at least 1, not {min_signatures}")
-        if min_signatures is not None and members is not None \
-                and min_signatures > len(frozenset(members)):
-            raise ValueError(f"min_signatures {min_signatures} exceeds the "
-                             f"{len(frozenset(members))} members")
+        members = frozenset(members)
+        if not 1 <= threshold <= len(members):
+            raise ValueError(f"threshold must be in 1..{len(members)}, not {threshold}")
         self.rpc_url = rpc_url
         self.payer = payer
         self.ledger = ledger
+        self.program_id = program_id
+        self.pool = pool
         self.last_error: str | None = None
+        self._members = members
+        self._threshold = threshold
         self._confirm_timeout = confirm_timeout
         self._max_attempts = max_attempts
         self._backoff = backoff
         self._poll = poll_interval
-        self._min_signatures = min_signatures
-        self._members = None if members is None else frozenset(members)
         self._clock = clock
         self._client: AsyncClient | None = None
         self._lock: asyncio.Lock | None = None
+        self._target: PoolTarget | None = None
+        self._set_keys: tuple[bytes, ...] = ()
 
     @property
     def client(self) -> AsyncClient:
@@ -349,13 +262,61 @@ class ChainPoster:
         self.last_error = error
         self.ledger.record_error(report.epoch, report.header_sha256, error, self._clock())
 
-    async def post(self, report: ReportPost) -> PostOutcome:
-        """Make sure `report` is on chain once; never raises for chain or RPC trouble.
+    # -- reading the chain -------------------------------------------------------------
 
-        Sends as many parts as the quorum still lacks: none if the ledger or the chain
-        already shows it. "failed" with `on_chain` < `needed` and the error "only k of q
-        ...": the report's own member signatures are all on chain and cannot reach the
-        quorum; calling again sends nothing until a report with more signatures comes.
+    async def _accounts(self, addresses: Sequence[Pubkey]) -> list[bytes | None]:
+        """Account data at Confirmed; None for an account that does not exist."""
+        answer = (await self.client.get_multiple_accounts(list(addresses), Confirmed)).value
+        if len(answer) != len(addresses):
+            raise _Retry(f"getMultipleAccounts answered {len(answer)} of {len(addresses)}")
+        return [None if acct is None else bytes(acct.data) for acct in answer]
+
+    async def target(self) -> PoolTarget:
+        """The pool's program, set and vault, read once and checked against the spec."""
+        if self._target is not None:
+            return self._target
+        (pool_data,) = await self._accounts([self.pool])
+        if pool_data is None:
+            raise _Terminal(f"pool {self.pool} does not exist on {self.rpc_url}")
+        try:
+            pool = PoolState.from_bytes(pool_data)
+            (set_data,) = await self._accounts([pool.validator_set])
+            if set_data is None:
+                raise _Terminal(f"the pool's validator set {pool.validator_set} does not exist")
+            vset = ValidatorSetState.from_bytes(set_data)
+        except PoolFormatError as exc:
+            raise _Terminal(f"pool {self.pool}: {exc}") from None
+        keys = tuple(vset.keys)
+        if frozenset(keys) != self._members or vset.threshold != self._threshold:
+            raise _Terminal(f"the pool's validator set ({vset.n} keys, threshold "
+                            f"{vset.threshold}) is not this network's ({len(self._members)} "
+                            f"keys, threshold {self._threshold})")
+        self._set_keys = keys
+        self._target = PoolTarget(self.program_id, self.pool, pool.validator_set, pool.vault)
+        return self._target
+
+    async def read(self, report: ReportPost) -> ChainView:
+        """The pool and this report's account as the chain holds them now."""
+        target = await self.target()
+        pool_data, report_data = await self._accounts([self.pool, target.report_address(report)])
+        if pool_data is None:
+            raise _Terminal(f"pool {self.pool} no longer exists")
+        try:
+            pool = PoolState.from_bytes(pool_data)
+            state = None if report_data is None else EpochReportState.from_bytes(report_data)
+        except PoolFormatError as exc:
+            raise _Retry(f"unreadable pool account: {exc}") from None
+        counted = frozenset(state.signers(self._set_keys)) if state is not None else frozenset()
+        return ChainView(pool, state, counted)
+
+    # -- posting -----------------------------------------------------------------------
+
+    async def post(self, report: ReportPost) -> PostOutcome:
+        """Make sure `report` is accepted on chain once; never raises for chain or RPC trouble.
+
+        Sends as many parts as the account still lacks: none if the ledger or the chain
+        already shows it accepted, and none while the chain cannot accept it yet (its
+        previous report is not the pool's chain head): then "failed" with that reason.
         """
         if self._lock is None:
             self._lock = asyncio.Lock()
@@ -371,16 +332,13 @@ class ChainPoster:
             return PostOutcome(report.epoch, "failed", row.tx, row.slot, error)
         if row is not None and row.status == "confirmed":
             return PostOutcome(report.epoch, "confirmed", row.tx, row.slot, None, "ledger")
-        members = self._members
-        if members is None:
-            members = frozenset(pubkey for pubkey, _ in report.signatures)
-        own = len(member_signatures(report, members))
-        need = self._min_signatures or max(1, min(own, MAX_SIGNATURES_PER_TX))
-        run = _Run(_ReportLog(report, members), need)
+        run = _Run(self._threshold)
         delay = self._backoff[0]
         for attempt in range(1, self._max_attempts + 1):
             try:
                 outcome = await self._attempt(report, run)
+            except _Terminal as exc:
+                return self._failed(report, run, str(exc))
             except _Retry as exc:
                 self._note(report, f"{exc} (attempt {attempt}/{self._max_attempts})")
             except RPCException as exc:
@@ -407,24 +365,33 @@ class ChainPoster:
             if landed is not None and landed.error is not None:
                 return self._landed_with_error(report, run, row.tx, landed)
             if landed is not None:
-                await run.log.add_landed_elsewhere(self.client, row.tx)
                 run.mine = (row.tx, landed.slot, "ledger")
         while True:
-            union, reached = run.log.union(run.need)
-            if reached is None:  # posts seen landing do not suffice: read the log again
-                await run.log.refresh(self.client)
-                union, reached = run.log.union(run.need)
-            run.on_chain = len(union)
-            if reached is not None:
-                return self._confirmed(report, run, reached)
-            missing = [(pk, sig) for pk, sig in member_signatures(report, run.log.members)
-                       if pk not in union]
+            view = await self.read(report)
+            run.on_chain = len(view.counted)
+            if view.report is not None and view.report.accepted:
+                return self._confirmed(report, run, view.report)
+            self._check_acceptable(report, view.pool)
+            missing = [(pk, sig) for pk, sig in member_signatures(report, self._members)
+                       if pk not in view.counted]
             if not missing:
                 return self._short(report, run)
-            part = missing[: min(MAX_SIGNATURES_PER_TX, run.need - len(union))]
+            part = missing[: min(MAX_SIGNATURES_PER_TX, run.need - len(view.counted))]
             failed = await self._send_part(report, run, part)
             if failed is not None:
                 return failed
+
+    def _check_acceptable(self, report: ReportPost, pool: PoolState) -> None:
+        """Raise _Terminal unless the program would accept this header once signed enough."""
+        if pool.accepted_count and pool.last_accepted_epoch >= report.epoch:
+            raise _Terminal(f"the pool has accepted epoch {pool.last_accepted_epoch} under "
+                            f"another header; epoch {report.epoch}'s report can no longer be")
+        if report.prev_header_hash != pool.last_header_hash:
+            raise _Terminal(
+                f"waiting for the previous report: the pool's chain head is "
+                f"{pool.last_header_hash.hex()[:16]}… (epoch "
+                f"{pool.last_accepted_epoch if pool.accepted_count else 'none'}), this report "
+                f"follows {report.prev_header_hash.hex()[:16]}…")
 
     async def _send_part(
         self, report: ReportPost, run: _Run, part: Sequence[tuple[bytes, bytes]]
@@ -432,7 +399,8 @@ class ChainPoster:
         """Record, send and settle one post of `part`; None once it landed without error."""
         digest = report.header_sha256
         latest = (await self.client.get_latest_blockhash(Confirmed)).value
-        tx = build_post_transaction(report, self.payer, latest.blockhash, part)
+        tx = build_post_transaction(report, self.payer, latest.blockhash, await self.target(),
+                                    part)
         sig_text = str(tx.signatures[0])
         self.ledger.record_sending(report.epoch, digest, sig_text, latest.last_valid_block_height,
                                    self._clock())
@@ -456,7 +424,6 @@ class ChainPoster:
             raise _Retry(f"transaction {sig_text[:12]}… expired unconfirmed")
         if landed.error is not None:
             return self._landed_with_error(report, run, sig_text, landed)
-        run.log.add_landed(sig_text, landed.slot, [pubkey for pubkey, _ in part])
         run.mine = (sig_text, landed.slot, "sent")
         return None
 
@@ -473,22 +440,33 @@ class ChainPoster:
         return PostOutcome(report.epoch, status, tx, slot, error, source, tuple(run.sent),
                            run.on_chain, run.need)
 
-    def _confirmed(self, report: ReportPost, run: _Run, reached: tuple[str, int]) -> PostOutcome:
-        tx, slot, source = run.mine if run.mine is not None else (*reached, "chain")
+    def _confirmed(self, report: ReportPost, run: _Run, state: EpochReportState) -> PostOutcome:
+        run.on_chain = state.signer_count
+        if run.mine is not None:
+            tx, slot, source = run.mine
+        else:
+            row = self.ledger.get(report.epoch)
+            tx, slot, source = (row.tx if row else None), state.accepted_slot, "chain"
         self.ledger.record_outcome(report.epoch, report.header_sha256, "confirmed", tx, slot,
                                    None, self._clock())
         return self._outcome(report, run, "confirmed", tx, slot, None, source)
+
+    def _failed(self, report: ReportPost, run: _Run, error: str) -> PostOutcome:
+        row = self.ledger.get(report.epoch)
+        tx = run.mine[0] if run.mine is not None else (row.tx if row else None)
+        if row is None or row.status != "sending":  # a pending part is settled next time
+            self.ledger.record_outcome(report.epoch, report.header_sha256, "failed", tx, None,
+                                       error, self._clock())
+        else:
+            self.ledger.record_error(report.epoch, report.header_sha256, error, self._clock())
+        self.last_error = error
+        return self._outcome(report, run, "failed", tx, None, error)
 
     def _short(self, report: ReportPost, run: _Run) -> PostOutcome:
         """Every member signature of the report is on chain, and still fewer than needed."""
         error = (f"only {run.on_chain} of {run.need} members' signatures on chain, and the "
                  f"report carries no others")
-        row = self.ledger.get(report.epoch)
-        tx, slot = run.mine[:2] if run.mine is not None else (row.tx if row else None, None)
-        self.ledger.record_outcome(report.epoch, report.header_sha256, "failed", tx, slot, error,
-                                   self._clock())
-        self.last_error = error
-        return self._outcome(report, run, "failed", tx, slot, error)
+        return self._failed(report, run, error)
 
     def _landed_with_error(
         self, report: ReportPost, run: _Run, sig: str, landed: _Landed

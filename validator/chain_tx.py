@@ -8,19 +8,18 @@ Transaction layout (legacy message, one signer: the validator's payer key):
           k x {sig_off u16, 0xFFFF, pk_off u16, 0xFFFF, m_off u16, 32 u16, 0xFFFF}
           k x {pubkey 32 | signature 64}
           m (32 bytes, stored once, shared by every entry)
-  ix 1  SPL Memo v1, text "bwpool:v1:<config_digest[:4] hex>:<epoch>:<m hex>",
-        with the report-log address as its only (read-only, non-signer) account,
-        so `getSignaturesForAddress(report_log)` lists every post of a network.
+  ix 1  the pool program's `post_report` (programs/pool/README.md): the header, and
+        the accounts payer, pool, validator set, the EpochReport PDA of this header,
+        vault, instructions sysvar, System program. The program reads ix 0 through
+        the sysvar, checks its whole data against the layout above, and counts the
+        distinct members' signatures into the EpochReport.
 
-Size (measured, see tests): 1 + 64 (signature) + 3 + 1 + 4x32 (keys) + 32
-      (blockhash) + 1, ix0 1 + 1 + 2 + (2 + 110k + 32), ix1 4 + len(memo)
-      (84 + digits(epoch)) = 357 + 110k bytes for a one-digit epoch, 376 + 110k
-      for a 20-digit one. k = 8 gives 1237 > 1232 (PACKET_DATA_SIZE), so
-      MAX_SIGNATURES_PER_TX = 7: 1127 bytes, at most 1146 for any u64 epoch.
+Size: 629 + 110 k bytes (measured in tests: `validator.pool_program.max_signatures_per_post`),
+so at most 5 signatures fit in Solana's 1232-byte packet. A report of a network whose
+threshold exceeds 5 (n >= 8) is posted in parts; the EpochReport account accumulates them.
 
-The report-log address is a program-derived address of the Memo v1 program,
-seeds [b"bwpool-report-log", config_digest]: anyone with the digest recomputes
-it with any Solana SDK, and being off the curve no key can ever sign for it.
+Every post names the EpochReport PDA, so `getSignaturesForAddress(report PDA)` lists every
+post of that header on any cluster.
 """
 
 from __future__ import annotations
@@ -28,29 +27,29 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import re
-import struct
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import base58
 from solders.hash import Hash
-from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.transaction import Transaction, VersionedTransaction
 
-ED25519_PROGRAM_ID = Pubkey.from_string("Ed25519SigVerify111111111111111111111111111")
-MEMO_PROGRAM_ID = Pubkey.from_string("Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo")
-REPORT_LOG_SEED = b"bwpool-report-log"
-MEMO_PREFIX = "bwpool:v1"
-MAX_SIGNATURES_PER_TX = 7  # 8 would make 1237 bytes; see the size sum above
+from validator.pool_program import (
+    ED25519_PROGRAM_ID,
+    HEADER_SIZE,
+    Ix,
+    post_report_ixs,
+    report_address,
+)
+
+MAX_SIGNATURES_PER_TX = 5  # 6 would make 1289 bytes (629 + 110 k); pinned by a test
 PACKET_DATA_SIZE = 1232
 _THIS_IX = 0xFFFF
-_OFFSETS = struct.Struct("<7H")
-_MEMO_RE = re.compile(r"bwpool:v1:([0-9a-f]{8}):(0|[1-9][0-9]*):([0-9a-f]{64})")
+_OFFSET_ENTRY = 14  # seven u16 per signature
 
 
 class ChainError(Exception):
@@ -75,6 +74,8 @@ class ReportPost:
             raise ValueError(f"epoch out of u64 range: {self.epoch}")
         if len(self.config_digest) != 32:
             raise ValueError("config_digest must be 32 bytes")
+        if len(self.header) != HEADER_SIZE:
+            raise ValueError(f"a report header is {HEADER_SIZE} bytes, not {len(self.header)}")
         if not self.signatures:
             raise ValueError("a report post needs at least one signature")
         for pubkey, sig in self.signatures:
@@ -85,15 +86,22 @@ class ReportPost:
     def header_sha256(self) -> bytes:
         return hashlib.sha256(self.header).digest()
 
+    @property
+    def prev_header_hash(self) -> bytes:
+        return self.header[124:156]
 
-def report_log_address(config_digest: bytes) -> Pubkey:
-    """The address every post of one network configuration references."""
-    return Pubkey.find_program_address([REPORT_LOG_SEED, config_digest], MEMO_PROGRAM_ID)[0]
 
+@dataclass(frozen=True)
+class PoolTarget:
+    """Where reports go: the pool program, its Pool account and what the pool names."""
 
-def memo_text(report: ReportPost) -> str:
-    digest = report.config_digest[:4].hex()
-    return f"{MEMO_PREFIX}:{digest}:{report.epoch}:{report.header_sha256.hex()}"
+    program_id: Pubkey
+    pool: Pubkey
+    validator_set: Pubkey
+    vault: Pubkey
+
+    def report_address(self, report: ReportPost) -> Pubkey:
+        return report_address(self.program_id, self.pool, report.epoch, report.header_sha256)[0]
 
 
 def member_signatures(
@@ -104,48 +112,23 @@ def member_signatures(
     return [(pk, sig) for pk, sig in by_key.items() if members is None or pk in members]
 
 
-def selected_signatures(report: ReportPost) -> list[tuple[bytes, bytes]]:
-    """The signatures a single-part post carries: distinct keys, sorted, at most 7."""
-    return member_signatures(report)[:MAX_SIGNATURES_PER_TX]
-
-
-def ed25519_instruction(message: bytes, signatures: Sequence[tuple[bytes, bytes]]) -> Instruction:
-    """Native Ed25519 precompile instruction; every offset points into its own data."""
-    count = len(signatures)
-    if not 1 <= count <= 255:
-        raise ValueError("between 1 and 255 signatures")
-    entries_at = 2 + _OFFSETS.size * count
-    message_at = entries_at + 96 * count
-    offsets, entries = bytearray(), bytearray()
-    for i, (pubkey, sig) in enumerate(signatures):
-        pk_at = entries_at + 96 * i
-        offsets += _OFFSETS.pack(pk_at + 32, _THIS_IX, pk_at, _THIS_IX, message_at, len(message),
-                                 _THIS_IX)
-        entries += pubkey + sig
-    return Instruction(ED25519_PROGRAM_ID, bytes([count, 0]) + offsets + entries + message, [])
-
-
 def build_post_transaction(
     report: ReportPost,
     payer: Keypair,
     blockhash: Hash,
-    signatures: Sequence[tuple[bytes, bytes]] | None = None,
+    target: PoolTarget,
+    signatures: Sequence[tuple[bytes, bytes]],
 ) -> VersionedTransaction:
-    """One post (one part) of `report`: `signatures` (default: `selected_signatures`)."""
-    chosen = selected_signatures(report) if signatures is None else list(signatures)
+    """One post (one part) of `report` carrying `signatures` (1 to MAX_SIGNATURES_PER_TX)."""
+    chosen = list(signatures)
     if not 1 <= len(chosen) <= MAX_SIGNATURES_PER_TX:
         raise ValueError(f"a post carries 1 to {MAX_SIGNATURES_PER_TX} signatures, not "
                          f"{len(chosen)}")
-    memo = Instruction(
-        MEMO_PROGRAM_ID,
-        memo_text(report).encode(),
-        [AccountMeta(report_log_address(report.config_digest), is_signer=False,
-                     is_writable=False)],
-    )
-    ed = ed25519_instruction(report.header_sha256, chosen)
-    message = Message.new_with_blockhash([ed, memo], payer.pubkey(), blockhash)
+    ixs = post_report_ixs(target.program_id, target.pool, target.validator_set, target.vault,
+                          payer.pubkey(), report.header, chosen)
+    message = Message.new_with_blockhash(ixs, payer.pubkey(), blockhash)
     tx = VersionedTransaction(message, [payer])
-    if len(bytes(tx)) > PACKET_DATA_SIZE:  # cannot happen with 7 signatures; guards edits
+    if len(bytes(tx)) > PACKET_DATA_SIZE:  # cannot happen within the limit; guards edits
         raise ChainError(f"post transaction is {len(bytes(tx))} bytes, over {PACKET_DATA_SIZE}")
     return tx
 
@@ -181,17 +164,23 @@ def _keys_and_instructions(tx: Any) -> tuple[list[Pubkey], list[tuple[int, bytes
     return keys, ixs
 
 
-def _parse_ed25519(data: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+def parse_ed25519(data: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """(message, [(pubkey, signature)]) of an Ed25519 instruction in our layout.
+
+    Raises PostFormatError for any other layout (offsets into other instructions, entries
+    signing different messages, sizes out of range).
+    """
     if len(data) < 2 or data[0] == 0:
         raise PostFormatError("empty Ed25519 instruction")
     count = data[0]
-    if len(data) < 2 + _OFFSETS.size * count:
+    if len(data) < 2 + _OFFSET_ENTRY * count:
         raise PostFormatError("Ed25519 instruction shorter than its offsets")
     message: bytes | None = None
     pairs = []
     for i in range(count):
-        sig_at, sig_ix, pk_at, pk_ix, msg_at, msg_len, msg_ix = _OFFSETS.unpack_from(
-            data, 2 + _OFFSETS.size * i)
+        at = 2 + _OFFSET_ENTRY * i
+        sig_at, sig_ix, pk_at, pk_ix, msg_at, msg_len, msg_ix = (
+            int.from_bytes(data[at + 2 * j: at + 2 * j + 2], "little") for j in range(7))
         if (sig_ix, pk_ix, msg_ix) != (_THIS_IX,) * 3:
             raise PostFormatError("Ed25519 offsets point outside their own instruction")
         if max(sig_at + 64, pk_at + 32, msg_at + msg_len) > len(data) or msg_len != 32:
@@ -205,13 +194,13 @@ def _parse_ed25519(data: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     return message, pairs
 
 
-def parse_post_transaction(tx: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """(epoch, sha256(header), [(pubkey, signature)]) of a posted report transaction.
+def parse_post_transaction(tx: Any, program_id: Pubkey) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """(epoch, sha256(header), [(pubkey, signature)]) of a report post to `program_id`.
 
-    Accepts a solders (Versioned)Transaction, its wire bytes, a getTransaction
-    result as JSON dict (json/base64/base58 encodings) or solders' typed
-    response objects. Signatures are returned as found, not re-verified; the
-    chain verified them if the transaction succeeded. Raises PostFormatError.
+    Accepts a solders (Versioned)Transaction, its wire bytes, a getTransaction result as
+    JSON dict (json/base64/base58 encodings) or solders' typed response objects.
+    Signatures are returned as found, not re-verified; the chain verified them if the
+    transaction succeeded. Raises PostFormatError.
     """
     try:
         keys, ixs = _keys_and_instructions(tx)
@@ -220,14 +209,15 @@ def parse_post_transaction(tx: Any) -> tuple[int, bytes, list[tuple[bytes, bytes
     except (KeyError, TypeError, IndexError, ValueError) as exc:  # solders and JSON shapes
         raise PostFormatError(f"not a transaction: {exc}") from None
     programs = [(keys[i] if i < len(keys) else None, data) for i, data in ixs]
-    ed = [data for program, data in programs if program == ED25519_PROGRAM_ID]
-    memos = [data for program, data in programs if program == MEMO_PROGRAM_ID]
-    if len(ed) != 1 or len(memos) != 1:
-        raise PostFormatError("expected exactly one Ed25519 and one Memo instruction")
-    message, pairs = _parse_ed25519(ed[0])
-    match = _MEMO_RE.fullmatch(memos[0].decode("utf-8", errors="replace"))
-    if match is None:
-        raise PostFormatError("memo is not a bwpool:v1 report memo")
-    if bytes.fromhex(match.group(3)) != message:
-        raise PostFormatError("memo names a different header than the signatures sign")
-    return int(match.group(2)), message, pairs
+    for i in range(1, len(programs)):
+        program, data = programs[i]
+        before, ed_data = programs[i - 1]
+        if program == program_id and data[:1] == bytes([Ix.POST_REPORT]) \
+                and len(data) == 2 + HEADER_SIZE and before == ED25519_PROGRAM_ID:
+            header = data[2:]
+            message, pairs = parse_ed25519(ed_data)
+            digest = hashlib.sha256(header).digest()
+            if message != digest:
+                raise PostFormatError("the signatures sign another message than sha256(header)")
+            return int.from_bytes(header[40:48], "little"), digest, pairs
+    raise PostFormatError("no Ed25519 instruction followed by post_report")

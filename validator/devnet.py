@@ -5,9 +5,17 @@ with ``validator join --config D/<name>/config.toml``):
 
     D/network.toml           the network spec every process reads
     D/chain/                 the local chain's log
+    D/pool/                  the pool: authority.key (mint authority, pays set-up), pool.key
+                             (the Pool account's keypair), program.key (the program id's),
+                             pool.json (program id, pool, mint, vault, token accounts)
     D/v0 .. D/v{n-1}/        validators: keys (0600), config.toml, validator.sqlite, log.txt,
                              pid (so `kill $(cat D/v1/pid)` stops one)
     D/p0 .. D/p{m-1}/        provider agents: key, log.txt, stdout.txt (multiaddr), pid
+
+The local chain starts with the pool program (`programs/pool/pool.so`) loaded; once it
+answers, the supervisor creates a mint, initializes the pool with the validator set,
+funds its vault and gives every provider's payout address a token account. Providers run
+with `--auto-claim`, so their balances grow as epochs are accepted.
 
 Ports, from --base-port P: the local chain's JSON-RPC at P; validator i libp2p at P+1+i and
 HTTP at P+1+n+i; provider j libp2p at P+1+2n+j and data port at P+1+2n+m+j.
@@ -32,9 +40,18 @@ from pathlib import Path
 from typing import IO
 
 import tomli_w
+from solders.keypair import Keypair
 
+import programs
+from validator.keys import load_or_create_key
 from validator.setup import init_validator_dir
 from validator.spec import load_spec
+
+POOL_PROGRAM = Path(programs.__file__).resolve().parent / "pool" / "pool.so"
+DECIMALS_UNIT = 10**6  # the devnet mint has 6 decimals
+EPOCH_BUDGET = 1_000 * DECIMALS_UNIT  # tokens reserved per accepted epoch
+SUPPLY = 1_000_000 * DECIMALS_UNIT  # all of it goes into the vault
+CLAIM_WINDOW_EPOCHS = 4
 
 # Distinct region labels (committees take one validator per region), but coordinates a few
 # km apart around one city: on loopback every process is in the same place, and the
@@ -97,6 +114,10 @@ def write_network(options: DevnetOptions) -> Path:
         raise DevnetError("--epoch-seconds must be at least 10")
     network = d / "network.toml"
     rpc_url = f"http://127.0.0.1:{p}"
+    pool_keys = {name: Keypair.from_seed(load_or_create_key(d / "pool" / f"{name}.key"))
+                 for name in ("authority", "pool", "program")}
+    for j in range(m):  # created now: devnet needs their payout addresses for token accounts
+        load_or_create_key(d / f"p{j}" / "provider.key")
     entries = []
     for i in range(n):
         region, lat, lon = REGIONS[i % len(REGIONS)]
@@ -115,6 +136,8 @@ def write_network(options: DevnetOptions) -> Path:
         "committee_size": min(3, n) if n < 5 else 5,
         "min_regions": min(3, n),
         "rpc_url": rpc_url,
+        "pool_address": str(pool_keys["pool"].pubkey()),
+        "pool_program_id": str(pool_keys["program"].pubkey()),
         "probes": {"heartbeat_timeout_seconds": 2.0, "echo_count": 5,
                    "throughput_seconds": 0.5, "warmup_fraction": 0.25},
         "validators": entries,
@@ -127,7 +150,9 @@ def write_network(options: DevnetOptions) -> Path:
 def plan_children(options: DevnetOptions, network: Path) -> list[Child]:
     d, n, m, p = options.data_dir, options.validators, options.providers, options.base_port
     (d / "chain").mkdir(exist_ok=True)
-    children = [Child("chain", _validator_argv("localchain", "--port", str(p)),
+    program_id = Keypair.from_seed(load_or_create_key(d / "pool" / "program.key")).pubkey()
+    children = [Child("chain", _validator_argv("localchain", "--port", str(p), "--program",
+                                               f"{program_id}={POOL_PROGRAM}"),
                       d / "chain" / "log.txt")]
     for i in range(n):
         children.append(Child(f"v{i}", _validator_argv("join", "--config",
@@ -141,7 +166,9 @@ def plan_children(options: DevnetOptions, network: Path) -> list[Child]:
             "provide", "--network", str(network), "--key", str(folder / "provider.key"),
             "--listen", f"/ip4/127.0.0.1/tcp/{p + 1 + 2 * n + j}",
             "--data-host", "127.0.0.1", "--data-port", str(p + 1 + 2 * n + m + j),
-            "--region", region, "--lat", str(lat + 0.01 * j), "--lon", str(lon)),
+            "--region", region, "--lat", str(lat + 0.01 * j), "--lon", str(lon),
+            "--auto-claim", "--validator", f"http://127.0.0.1:{p + 1 + n + j % n}",
+            "--rpc-url", f"http://127.0.0.1:{p}"),
             folder / "log.txt"))
     return children
 
@@ -186,6 +213,37 @@ def _wait_rpc(url: str, deadline: float, child: Child) -> bool:
     return False
 
 
+def set_up_pool(options: DevnetOptions, network: Path) -> dict[str, object]:
+    """Mint, pool, funding and provider token accounts on the devnet's chain (pool.json)."""
+    import asyncio
+
+    from validator.pool_client import PoolClientError
+    from validator.pool_setup import setup_pool
+
+    d = options.data_dir
+    spec = load_spec(network)
+    keys = {name: Keypair.from_seed(load_or_create_key(d / "pool" / f"{name}.key"))
+            for name in ("authority", "pool", "program")}
+    providers = [Keypair.from_seed(load_or_create_key(d / f"p{j}" / "provider.key")).pubkey()
+                 for j in range(options.providers)]
+    try:
+        pool = asyncio.run(setup_pool(
+            spec.rpc_url, authority=keys["authority"], program_id=keys["program"].pubkey(),
+            pool_keypair=keys["pool"], config_digest=spec.config_digest,
+            validator_keys=[v.signing_key for v in spec.validators], payouts=providers,
+            epoch_budget=EPOCH_BUDGET, claim_window=CLAIM_WINDOW_EPOCHS, supply=SUPPLY,
+            fee_payers=providers))
+    except PoolClientError as exc:
+        raise DevnetError(f"setting up the pool failed: {exc}") from None
+    info: dict[str, object] = {
+        "program_id": str(pool.program_id), "pool": str(pool.pool), "mint": str(pool.mint),
+        "vault": str(pool.vault), "epoch_budget": EPOCH_BUDGET, "supply": SUPPLY,
+        "payout_accounts": {str(k): str(v) for k, v in pool.payout_accounts.items()},
+    }
+    (d / "pool" / "pool.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
 def stop_all(children: list[Child]) -> None:
     """SIGTERM everyone (providers first, chain last), then SIGKILL what is left."""
     for child in reversed(children):
@@ -221,6 +279,10 @@ def run_devnet(options: DevnetOptions) -> int:
         if not _wait_rpc(f"http://127.0.0.1:{p}", time.time() + 30, chain):
             raise DevnetError(f"the local chain did not start; see {chain.log_path}")
         print(f"local chain   http://127.0.0.1:{p}", flush=True)
+        pool = set_up_pool(options, network)
+        print(f"pool          {pool['pool']} (program {pool['program_id']}, mint "
+              f"{pool['mint']}, {SUPPLY // DECIMALS_UNIT} tokens, "
+              f"{EPOCH_BUDGET // DECIMALS_UNIT} per epoch)", flush=True)
         for child in children[1:]:
             _start(child)
         for i in range(n):

@@ -18,6 +18,7 @@ import base58
 import structlog
 import trio
 from solders.keypair import Keypair
+from solders.pubkey import Pubkey
 
 from p2p.abc import GossipMessage, PeerError, Stream, Transport
 from p2p.host import open_libp2p_host, peer_id_from_seed
@@ -282,7 +283,7 @@ class Validator:
             "peers": len(transport.connected_peers()) if transport else 0,
             "providers": len(self.core.registrations),
             "last_final_epoch": last_final,
-            "chain": {"rpc_url": self.rpc_url,
+            "chain": {"rpc_url": self.rpc_url, "pool": self.spec.pool_address or None,
                       "last_posted_epoch": self._ledger.last_posted_epoch(),
                       "last_error": self._ledger.last_error()},
             "dropped": dropped,
@@ -397,31 +398,48 @@ class Validator:
             task_status.started()
 
     async def _post_loop(self, bridge: Any) -> None:
-        # A post carrying `threshold` signatures is final for the pool: one is enough.
+        if not self.spec.pool_address:
+            log.warning("chain_posting_off", reason="the network spec names no pool_address")
+            async for _epoch in self._post_recv:
+                pass
+            return
         poster = ChainPoster(self.rpc_url, Keypair.from_seed(self.keys.payer), self._ledger,
-                             min_signatures=self.spec.threshold,
-                             members=[v.signing_key for v in self.spec.validators])
+                             program_id=Pubkey.from_string(self.spec.pool_program_id),
+                             pool=Pubkey.from_string(self.spec.pool_address),
+                             members=[v.signing_key for v in self.spec.validators],
+                             threshold=self.spec.threshold)
         if self.config.airdrop:
             await bridge.run(poster.ensure_funded, MIN_PAYER_LAMPORTS)
-        # Reports finalized but not confirmed before a restart are posted again (idempotent).
-        for final in self.store.finals():
-            entry = self._ledger.get(final.epoch)
-            if entry is None or entry.status != "confirmed":
-                try:
-                    self._post_send.send_nowait(final.epoch)
-                except trio.WouldBlock:
-                    break
-        async for epoch in self._post_recv:
-            final = self.store.final(epoch)
-            if final is None:
-                continue
-            await self._stagger(epoch)
-            post = ReportPost(epoch=epoch, header=final.header,
-                              signatures=final.signatures,
-                              config_digest=self.spec.config_digest)
-            outcome = await bridge.run(poster.post, post)
-            log.info("report_posted", epoch=epoch, status=outcome.status, tx=outcome.tx,
-                     error=outcome.error)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._rescan_posts)
+            async for epoch in self._post_recv:
+                final = self.store.final(epoch)
+                entry = self._ledger.get(epoch)
+                if final is None or (entry is not None and entry.status == "confirmed"):
+                    continue
+                if entry is None:  # first try: let the epoch's first leader go first
+                    await self._stagger(epoch)
+                post = ReportPost(epoch=epoch, header=final.header,
+                                  signatures=final.signatures,
+                                  config_digest=self.spec.config_digest)
+                outcome = await bridge.run(poster.post, post)
+                event = log.info if outcome.status == "confirmed" else log.warning
+                event("report_posted", epoch=epoch, status=outcome.status, tx=outcome.tx,
+                      on_chain=outcome.on_chain, needed=outcome.needed, error=outcome.error)
+
+    async def _rescan_posts(self) -> None:
+        """Queue every final report the chain has not accepted yet, oldest first, at start and
+        then once per epoch: a report that waited for its predecessor, or whose post failed
+        while the RPC was away, is posted again without a restart (the poster is idempotent)."""
+        while True:
+            for final in sorted(self.store.finals(), key=lambda f: f.epoch):
+                entry = self._ledger.get(final.epoch)
+                if entry is None or entry.status != "confirmed":
+                    try:
+                        self._post_send.send_nowait(final.epoch)
+                    except trio.WouldBlock:
+                        break
+            await trio.sleep(self.spec.epoch_seconds)
 
     async def _stagger(self, epoch: int) -> None:
         """The epoch's first leader posts at once; the others wait their turn, so that usually

@@ -67,7 +67,8 @@ class NetworkSpec:
     rewards: RewardParams = field(default_factory=RewardParams)
     probes: ProbeParams = field(default_factory=ProbeParams)
     rpc_url: str = ""
-    pool_address: str = ""  # base58; empty until a pool program is deployed
+    pool_address: str = ""  # base58 Pool account; empty: reports are not posted
+    pool_program_id: str = ""  # base58 id of the pool program that owns pool_address
     sybil_damping: bool = False
 
     # -- derived -----------------------------------------------------------------------
@@ -128,7 +129,8 @@ class NetworkSpec:
                 self.committee_size, self.min_regions, r.throughput_cap_kbps,
                 r.uptime_exponent, r.latency_bound_us, sorted(r.region_demand_milli),
                 p.heartbeat_timeout_seconds.hex(), p.echo_count, p.throughput_seconds.hex(),
-                p.warmup_fraction.hex(), self.pool_address, self.sybil_damping]
+                p.warmup_fraction.hex(), self.pool_address, self.sybil_damping,
+                self.pool_program_id]
 
     def topic(self, name: str) -> str:
         return f"/bwpool/{self.config_digest[:4].hex()}/{name}/1"
@@ -159,6 +161,7 @@ class NetworkSpec:
             "min_regions": self.min_regions,
             "rpc_url": self.rpc_url,
             "pool_address": self.pool_address,
+            "pool_program_id": self.pool_program_id,
             "sybil_damping": self.sybil_damping,
             "rewards": {
                 "throughput_cap_kbps": self.rewards.throughput_cap_kbps,
@@ -284,9 +287,16 @@ def spec_from_dict(data: Any) -> NetworkSpec:
         probes=probes,
         rpc_url=top.get("rpc_url", str, ""),
         pool_address=top.get("pool_address", str, ""),
+        pool_program_id=top.get("pool_program_id", str, ""),
         sybil_damping=top.get("sybil_damping", bool, False),
     )
     top.done()
+    for name in ("pool_address", "pool_program_id"):
+        value = getattr(spec, name)
+        if value and not _is_address(value):
+            raise SpecError(f"{name}: {value!r} is not a base58 Solana address (32 bytes)")
+    if bool(spec.pool_address) != bool(spec.pool_program_id):
+        raise SpecError("pool_address and pool_program_id go together: set both or neither")
     if spec.round_seconds > spec.epoch_seconds:
         raise SpecError("round_seconds: must not exceed epoch_seconds")
     if spec.collect_seconds + spec.proposal_timeout_seconds > spec.epoch_seconds:
@@ -294,6 +304,13 @@ def spec_from_dict(data: Any) -> NetworkSpec:
     if not spec.network_id or len(spec.network_id) > 64:
         raise SpecError("network_id: 1 to 64 characters")
     return spec
+
+
+def _is_address(text: str) -> bool:
+    try:
+        return len(base58.b58decode(text)) == 32
+    except ValueError:
+        return False
 
 
 def load_spec(path: Path) -> NetworkSpec:

@@ -256,7 +256,7 @@ class Pool:
 
     def report(self, header: bytes) -> Pubkey:
         return pp.report_address(self.chain.program_id, self.address, pp.header_epoch(header),
-                                 hashlib.sha256(header).digest())[0]
+                                 hashlib.sha256(header).digest())
 
     def state(self, header: bytes) -> pp.EpochReportState:
         return pp.EpochReportState.from_bytes(self.chain.data(self.report(header)))
@@ -430,8 +430,10 @@ def measure_claims(elf: bytes) -> ClaimResults:
             assert merkle.verify(root, records[index], index, count, path)
             payout = Pubkey.from_bytes(records[index][32:64])
             destination = chain.token_account(payout)
-            sent = chain.send([pp.claim_ix(program_id, pool.address, report, payer, destination, pool.vault,
-                                           index, records[index], path)], [], f"claim {count} {case}")
+            sent = chain.send([pp.claim_ix(program_id, pool.address, pp.header_epoch(header),
+                                           hashlib.sha256(header).digest(), payer, destination,
+                                           pool.vault, index, records[index], path)], [],
+                              f"claim {count} {case}")
             expected = pp.record_payout(state.reserved, records[index], total)
             assert chain.token_balance(destination) == expected, (case, expected)
             assert (expected == 0) == (index == zero)
@@ -444,7 +446,7 @@ def measure_claims(elf: bytes) -> ClaimResults:
     report, _ = big_report
     st = pp.EpochReportState.from_bytes(chain.data(report))
     chunks = [(address, pp.ClaimMapState.from_bytes(chain.data(address)).payer)
-              for address in pp.report_chunks(program_id, report, st.chunk_mask)]
+              for address in pp.report_chunks(program_id, st)]
     sent = chain.send([pp.close_epoch_ix(program_id, pool.address, report, st.poster, chunks)], [],
                       "close_epoch")
     closed = chain.svm.get_account(report)

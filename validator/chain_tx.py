@@ -9,12 +9,12 @@ Transaction layout (legacy message, one signer: the validator's payer key):
           k x {pubkey 32 | signature 64}
           m (32 bytes, stored once, shared by every entry)
   ix 1  the pool program's `post_report` (programs/pool/README.md): the header, and
-        the accounts payer, pool, validator set, the EpochReport PDA of this header,
-        vault, instructions sysvar, System program. The program reads ix 0 through
+        the accounts payer, pool, validator set, the EpochReport of this header (its
+        seeded address), vault, instructions sysvar, System program, pool authority. The program reads ix 0 through
         the sysvar, checks its whole data against the layout above, and counts the
         distinct members' signatures into the EpochReport.
 
-Size: 629 + 110 k bytes (measured in tests: `validator.pool_program.max_signatures_per_post`),
+Size: 661 + 110 k bytes (measured in tests: `validator.pool_program.max_signatures_per_post`),
 so at most 5 signatures fit in Solana's 1232-byte packet. A report of a network whose
 threshold exceeds 5 (n >= 8) is posted in parts; the EpochReport account accumulates them.
 
@@ -46,7 +46,7 @@ from validator.pool_program import (
     report_address,
 )
 
-MAX_SIGNATURES_PER_TX = 5  # 6 would make 1289 bytes (629 + 110 k); pinned by a test
+MAX_SIGNATURES_PER_TX = 5  # 6 would make 1321 bytes (661 + 110 k); pinned by a test
 PACKET_DATA_SIZE = 1232
 _THIS_IX = 0xFFFF
 _OFFSET_ENTRY = 14  # seven u16 per signature
@@ -101,7 +101,7 @@ class PoolTarget:
     vault: Pubkey
 
     def report_address(self, report: ReportPost) -> Pubkey:
-        return report_address(self.program_id, self.pool, report.epoch, report.header_sha256)[0]
+        return report_address(self.program_id, self.pool, report.epoch, report.header_sha256)
 
 
 def member_signatures(

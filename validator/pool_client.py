@@ -196,16 +196,22 @@ def create_ata_idempotent_ix(payer: Pubkey, owner: Pubkey, mint: Pubkey) -> Inst
     return Instruction(ATA_PROGRAM_ID, b"\x01", accounts)
 
 
+def _amount(amount: int) -> bytes:
+    if not 0 <= amount < 2**64:
+        raise ValueError(f"token amount out of u64 range: {amount}")
+    return struct.pack("<Q", amount)
+
+
 def mint_to_ix(mint: Pubkey, destination: Pubkey, authority: Pubkey, amount: int) -> Instruction:
     """SPL Token MintTo (tag 7)."""
     accounts = [_meta(mint, writable=True), _meta(destination, writable=True), _meta(authority, signer=True)]
-    return Instruction(TOKEN_PROGRAM_ID, b"\x07" + struct.pack("<Q", amount), accounts)
+    return Instruction(TOKEN_PROGRAM_ID, b"\x07" + _amount(amount), accounts)
 
 
 def transfer_ix(source: Pubkey, destination: Pubkey, owner: Pubkey, amount: int) -> Instruction:
     """SPL Token Transfer (tag 3), signed by the source's owner."""
     accounts = [_meta(source, writable=True), _meta(destination, writable=True), _meta(owner, signer=True)]
-    return Instruction(TOKEN_PROGRAM_ID, b"\x03" + struct.pack("<Q", amount), accounts)
+    return Instruction(TOKEN_PROGRAM_ID, b"\x03" + _amount(amount), accounts)
 
 
 def token_amount(data: bytes) -> int:
@@ -363,11 +369,10 @@ async def init_pool(
     keys = sorted(bytes(k) for k in validator_keys)
     chunks = set_key_chunks(keys)  # validates the set size
     pool = pool_keypair or Keypair()
-    lamports = await _rent(client, POOL_SIZE)
     init = initialize_ix(program_id, authority.pubkey(), pool.pubkey(), mint, config_digest=config_digest,
                          validator_keys=keys, epoch_budget=epoch_budget, claim_window=claim_window,
-                         start_header_hash=start_header_hash, count=len(chunks[0]))
-    create = create_pool_account_ix(authority.pubkey(), pool.pubkey(), lamports, program_id)
+                         start_header_hash=start_header_hash, count=len(chunks[0]))  # checks before sending
+    create = create_pool_account_ix(authority.pubkey(), pool.pubkey(), await _rent(client, POOL_SIZE), program_id)
     await send_and_confirm(client, authority, [create, init], [pool])
     vset = set_address(program_id, pool.pubkey(), 0)[0]
     for chunk in chunks[1:]:
@@ -443,7 +448,7 @@ async def read_pool(client: AsyncClient, program_id: Pubkey, pool: Pubkey) -> Po
 async def read_report(client: AsyncClient, program_id: Pubkey, pool: Pubkey, epoch: int,
                       header_hash: bytes) -> EpochReportState | None:
     """The tally of (epoch, header_hash), or None if nobody posted that header yet."""
-    address = report_address(program_id, pool, epoch, header_hash)[0]
+    address = report_address(program_id, pool, epoch, header_hash)
     acct = (await _accounts(client, [address]))[0]
     if acct is None:
         return None

@@ -19,6 +19,7 @@ the wrong length, keys out of order, a count out of range).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import struct
 from collections.abc import Callable, Sequence
@@ -46,7 +47,7 @@ __all__ = [
     "claims_address", "close_epoch_ix", "create_pool_account_ix", "ed25519_instruction",
     "error_name", "extend_set_ix", "header_epoch", "initialize_ix", "keys_per_extend",
     "keys_per_initialize", "max_signatures_per_post", "payout", "post_parts", "post_report_ixs",
-    "record_payout", "report_address", "report_chunks", "set_address", "set_f",
+    "record_payout", "report_address", "report_chunks", "seed_text", "set_address", "set_f",
     "set_key_chunks", "set_size", "set_threshold", "vault_address",
 ]
 
@@ -200,24 +201,41 @@ def authority_address(program_id: Pubkey, pool: Pubkey) -> tuple[Pubkey, int]:
     return Pubkey.find_program_address([b"authority", bytes(pool)], program_id)
 
 
-def report_address(program_id: Pubkey, pool: Pubkey, epoch: int, header_hash: bytes) -> tuple[Pubkey, int]:
-    """PDA ["report", pool, epoch u64, sha256(header)] and its bump."""
+def seed_text(tag: str, data: bytes) -> str:
+    """The 32-character seed of a per-report account: `tag` and the URL-safe unpadded
+    base64 of 23 bytes (README: seeded addresses)."""
+    if len(tag) != 1 or len(data) != 23:
+        raise ValueError("a seed is one tag letter and 23 bytes")
+    return tag + base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def report_address(program_id: Pubkey, pool: Pubkey, epoch: int, header_hash: bytes) -> Pubkey:
+    """The EpochReport of (epoch, header): create_with_seed(pool authority,
+    "R" + b64(epoch u64 || hash[:15]), program). One address per header, no bump."""
     if len(header_hash) != 32:
         raise ValueError("header_hash must be 32 bytes (sha256 of the header)")
-    seeds = [b"report", bytes(pool), struct.pack("<Q", epoch), bytes(header_hash)]
-    return Pubkey.find_program_address(seeds, program_id)
+    base = authority_address(program_id, pool)[0]
+    seed = seed_text("R", struct.pack("<Q", epoch) + bytes(header_hash[:15]))
+    return Pubkey.create_with_seed(base, seed, program_id)
 
 
-def claims_address(program_id: Pubkey, report: Pubkey, chunk: int) -> tuple[Pubkey, int]:
-    """PDA ["claims", report, chunk u16]: claim bits of records chunk*65536 ... +65535."""
+def claims_address(program_id: Pubkey, pool: Pubkey, epoch: int, header_hash: bytes,
+                   chunk: int) -> Pubkey:
+    """The ClaimMap with the claim bits of records chunk*65536 ... +65535 of (epoch, header):
+    create_with_seed(pool authority, "C" + b64(epoch u64 || hash[:14] || chunk u8), program)."""
     if not 0 <= chunk < MAX_CHUNKS:
         raise ValueError(f"chunk must be in 0..{MAX_CHUNKS - 1}, not {chunk}")
-    return Pubkey.find_program_address([b"claims", bytes(report), struct.pack("<H", chunk)], program_id)
+    if len(header_hash) != 32:
+        raise ValueError("header_hash must be 32 bytes (sha256 of the header)")
+    base = authority_address(program_id, pool)[0]
+    seed = seed_text("C", struct.pack("<Q", epoch) + bytes(header_hash[:14]) + bytes([chunk]))
+    return Pubkey.create_with_seed(base, seed, program_id)
 
 
-def report_chunks(program_id: Pubkey, report: Pubkey, chunk_mask: int) -> list[Pubkey]:
+def report_chunks(program_id: Pubkey, report: EpochReportState) -> list[Pubkey]:
     """The ClaimMap addresses named by a report's `chunk_mask`, in chunk order."""
-    return [claims_address(program_id, report, c)[0] for c in range(MAX_CHUNKS) if chunk_mask >> c & 1]
+    return [claims_address(program_id, report.pool, report.epoch, report.header_hash, c)
+            for c in range(MAX_CHUNKS) if report.chunk_mask >> c & 1]
 
 
 # -- account layouts ------------------------------------------------------------------
@@ -252,15 +270,16 @@ class PoolState:
     authority_bump: int
     vault_bump: int
     version: int
+    pool_authority: Pubkey  # the PDA ["authority", pool]: owns the vault, base of seeded accounts
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PoolState:
         (_, authority, mint, vault, vset, last, budget, window, last_epoch, count, reserved, paid,
-         set_index, authority_bump, vault_bump, version, _zero) = _POOL.unpack(
+         set_index, authority_bump, vault_bump, version, pool_authority) = _POOL.unpack(
             _check(data, POOL_TAG, POOL_SIZE, "Pool"))
         return cls(Pubkey.from_bytes(authority), Pubkey.from_bytes(mint), Pubkey.from_bytes(vault),
                    Pubkey.from_bytes(vset), last, budget, window, last_epoch, count, reserved, paid,
-                   set_index, authority_bump, vault_bump, version)
+                   set_index, authority_bump, vault_bump, version, Pubkey.from_bytes(pool_authority))
 
     def unreserved(self, vault_amount: int) -> int:
         """What the next accepted epoch could reserve: vault amount - reserved_outstanding
@@ -524,12 +543,12 @@ def post_report_ixs(
     `max_signatures_per_post()` fit in one transaction.
     """
     digest = hashlib.sha256(header).digest()
-    report, bump = report_address(program_id, pool, header_epoch(header), digest)
-    data = bytes([Ix.POST_REPORT, bump]) + bytes(header)
+    report = report_address(program_id, pool, header_epoch(header), digest)
+    data = bytes([Ix.POST_REPORT]) + bytes(header)
     accounts = [
         _meta(payer, signer=True, writable=True), _meta(pool, writable=True), _meta(set_address_),
         _meta(report, writable=True), _meta(vault), _meta(INSTRUCTIONS_SYSVAR_ID),
-        _meta(SYSTEM_PROGRAM_ID),
+        _meta(SYSTEM_PROGRAM_ID), _meta(authority_address(program_id, pool)[0]),
     ]
     return [ed25519_instruction(digest, signatures), Instruction(program_id, data, accounts)]
 
@@ -537,7 +556,8 @@ def post_report_ixs(
 def claim_ix(
     program_id: Pubkey,
     pool: Pubkey,
-    report: Pubkey,
+    epoch: int,
+    header_hash: bytes,
     payer: Pubkey,
     destination: Pubkey,
     vault: Pubkey,
@@ -545,17 +565,18 @@ def claim_ix(
     record_bytes: bytes,
     path: Sequence[bytes],
 ) -> Instruction:
-    """`claim` of record `index` of `report` with its merkle `path` (at most 32 hashes),
-    paid into `destination` (a token account of the pool's mint owned by the record's
-    payout address)."""
+    """`claim` of record `index` of the report of (epoch, header_hash) with its merkle
+    `path` (at most 32 hashes), paid into `destination` (a token account of the pool's
+    mint owned by the record's payout address)."""
     if not 0 <= index < MAX_RECORDS:
         raise ValueError(f"record index out of range: {index}")
     if len(record_bytes) != RECORD_SIZE:
         raise ValueError(f"a record is {RECORD_SIZE} bytes, not {len(record_bytes)}")
     if len(path) > MAX_PATH_LEN or any(len(h) != 32 for h in path):
         raise ValueError(f"a merkle path is at most {MAX_PATH_LEN} hashes of 32 bytes")
-    claims, bump = claims_address(program_id, report, index // RECORDS_PER_CHUNK)
-    data = (bytes([Ix.CLAIM, bump]) + struct.pack("<I", index) + bytes(record_bytes)
+    report = report_address(program_id, pool, epoch, header_hash)
+    claims = claims_address(program_id, pool, epoch, header_hash, index // RECORDS_PER_CHUNK)
+    data = (bytes([Ix.CLAIM]) + struct.pack("<I", index) + bytes(record_bytes)
             + bytes([len(path)]) + b"".join(bytes(h) for h in path))
     accounts = [
         _meta(payer, signer=True, writable=True), _meta(pool, writable=True),

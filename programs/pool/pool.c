@@ -49,6 +49,8 @@ extern void sol_log_data(const SolBytes *fields, u64 count);
 extern u64 sol_sha256(const SolBytes *slices, u64 count, u8 *out);
 extern u64 sol_create_program_address(const SolSignerSeed *seeds, u64 count,
                                       const u8 *program_id, u8 *out);
+extern u64 sol_try_find_program_address(const SolSignerSeed *seeds, u64 count,
+                                        const u8 *program_id, u8 *out, u8 *bump);
 extern u64 sol_invoke_signed_c(const SolInstruction *ix, const SolAccountInfo *infos,
                                u64 info_count, const SolSignerSeeds *signers, u64 signer_count);
 extern u64 sol_get_rent_sysvar(u8 *out);
@@ -342,9 +344,17 @@ static int unused(const Account *a) {
 
 /* -- PDAs and CPIs -------------------------------------------------------------------- */
 
-static NOINLINE u64 derive(const SolSignerSeed *seeds, u64 count, const u8 *program_id, const u8 *expected) {
-    u8 address[32];
-    CHECK(sol_create_program_address(seeds, count, program_id, address) == 0, E_WRONG_ADDRESS);
+/*
+ * `expected` must be the PDA of `seeds` with the *canonical* bump, and that bump must be
+ * the last seed: with any other bump the same seeds would name a second account (a second
+ * claim map for one chunk could pay a record twice).
+ */
+static NOINLINE u64 derive(const SolSignerSeed *seeds, u64 count, const u8 *program_id,
+                           const u8 *expected) {
+    u8 address[32], bump;
+    CHECK(sol_try_find_program_address(seeds, count - 1, program_id, address, &bump) == 0,
+          E_WRONG_ADDRESS);
+    CHECK(seeds[count - 1].len == 1 && seeds[count - 1].addr[0] == bump, E_WRONG_ADDRESS);
     CHECK(equal(address, expected, 32), E_WRONG_ADDRESS);
     return 0;
 }
@@ -424,6 +434,120 @@ static NOINLINE u64 create_pda(const Account *payer, const Account *target, u64 
     return system_call(&bytes, target, NULL, 0, signer);
 }
 
+/* A System program instruction on up to three accounts: flags bit 0 signer, bit 1 writable. */
+static NOINLINE u64 system_invoke(const SolBytes *data, const Account *const *accounts,
+                                  const u8 *flags, u64 n, const SolSignerSeeds *signer) {
+    SolAccountMeta metas[3];
+    SolAccountInfo infos[3];
+    for (u64 i = 0; i < n; i++) {
+        metas[i].pubkey = accounts[i]->key;
+        metas[i].is_signer = flags[i] & 1;
+        metas[i].is_writable = (flags[i] >> 1) & 1;
+        info_of(accounts[i], &infos[i]);
+    }
+    SolInstruction ix = {SYSTEM_PROGRAM, metas, n, data->addr, data->len};
+    return sol_invoke_signed_c(&ix, infos, n, signer, signer ? 1 : 0);
+}
+
+/*
+ * Per-report accounts live at `create_account_with_seed` addresses: sha256(base || seed ||
+ * program id), base = the pool authority PDA, seed = 32 ASCII bytes. Unlike a PDA there is
+ * no bump, so each (epoch, header) and each claim chunk has exactly one address, checked
+ * with one hash. The seed is a tag letter and the URL-safe unpadded base64 of 23 bytes.
+ */
+#define SEED_LEN 32
+static void seed_of(u8 tag, const u8 *bytes23, u8 *seed) {
+    static const char alphabet[64] = {
+        'A', 'B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J', 'K', 'L', 'M', 'N', 'O', 'P',
+        'Q', 'R', 'S', 'T', 'U', 'V', 'W', 'X', 'Y', 'Z', 'a', 'b', 'c', 'd', 'e', 'f',
+        'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', 'p', 'q', 'r', 's', 't', 'u', 'v',
+        'w', 'x', 'y', 'z', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '-', '_'};
+    seed[0] = tag;
+    u64 out = 1;
+    for (u64 i = 0; i < 21; i += 3) {
+        u32 v = (u32)bytes23[i] << 16 | (u32)bytes23[i + 1] << 8 | bytes23[i + 2];
+        seed[out++] = (u8)alphabet[v >> 18];
+        seed[out++] = (u8)alphabet[(v >> 12) & 63];
+        seed[out++] = (u8)alphabet[(v >> 6) & 63];
+        seed[out++] = (u8)alphabet[v & 63];
+    }
+    u32 v = (u32)bytes23[21] << 16 | (u32)bytes23[22] << 8;
+    seed[out++] = (u8)alphabet[v >> 18];
+    seed[out++] = (u8)alphabet[(v >> 12) & 63];
+    seed[out++] = (u8)alphabet[(v >> 6) & 63];
+}
+
+static NOINLINE u64 expect_seeded(const u8 *base, const u8 *seed, const u8 *program_id,
+                                  const u8 *expected) {
+    u8 address[32];
+    SolBytes parts[3] = {{base, 32}, {seed, SEED_LEN}, {program_id, 32}};
+    sol_sha256(parts, 3, address);
+    CHECK(equal(address, expected, 32), E_WRONG_ADDRESS);
+    return 0;
+}
+
+/*
+ * Create `target` at its seeded address (expect_seeded first) with `size` bytes owned by
+ * the program, the payer paying rent, the pool authority signing as base. A pre-funded
+ * address is topped up, allocated and assigned instead, so lamports sent there first
+ * block nothing.
+ */
+typedef struct {
+    const Account *base; /* the pool authority PDA */
+    const u8 *seed;      /* SEED_LEN bytes */
+    const u8 *program_id;
+    const SolSignerSeeds *base_signer;
+} Seeded;
+
+static NOINLINE u64 create_seeded(const Account *payer, const Account *target, u64 size,
+                                  const Seeded *at) {
+    const Account *base = at->base;
+    const u8 *seed = at->seed, *program_id = at->program_id;
+    const SolSignerSeeds *base_signer = at->base_signer;
+    CHECK(unused(target), E_ALREADY_INITIALIZED);
+    CHECK(payer->is_signer, E_MISSING_SIGNER);
+    CHECK(payer->is_writable && target->is_writable, E_NOT_WRITABLE);
+    u64 need = rent_exempt(size);
+    u8 data[124];
+    SolBytes bytes = {data, 0};
+    const u8 signer_writable = 3, writable = 2, signer = 1;
+    if (*target->lamports == 0) {
+        put_u32(data, 3); /* CreateAccountWithSeed { base, seed, lamports, space, owner } */
+        memcpy(data + 4, base->key, 32);
+        put_u64(data + 36, SEED_LEN);
+        memcpy(data + 44, seed, SEED_LEN);
+        put_u64(data + 76, need);
+        put_u64(data + 84, size);
+        memcpy(data + 92, program_id, 32);
+        bytes.len = 124;
+        const Account *accounts[3] = {payer, target, base};
+        const u8 flags[3] = {signer_writable, writable, signer};
+        return system_invoke(&bytes, accounts, flags, 3, base_signer);
+    }
+    if (*target->lamports < need) {
+        put_u32(data, 2); /* Transfer { lamports } */
+        put_u64(data + 4, need - *target->lamports);
+        bytes.len = 12;
+        const Account *accounts[2] = {payer, target};
+        const u8 flags[2] = {signer_writable, writable};
+        TRY(system_invoke(&bytes, accounts, flags, 2, NULL));
+    }
+    const Account *accounts[2] = {target, base};
+    const u8 flags[2] = {writable, signer};
+    put_u32(data, 9); /* AllocateWithSeed { base, seed, space, owner } */
+    memcpy(data + 4, base->key, 32);
+    put_u64(data + 36, SEED_LEN);
+    memcpy(data + 44, seed, SEED_LEN);
+    put_u64(data + 76, size);
+    memcpy(data + 84, program_id, 32);
+    bytes.len = 116;
+    TRY(system_invoke(&bytes, accounts, flags, 2, base_signer));
+    put_u32(data, 10); /* AssignWithSeed { base, seed, owner } */
+    memcpy(data + 76, program_id, 32);
+    bytes.len = 108;
+    return system_invoke(&bytes, accounts, flags, 2, base_signer);
+}
+
 /* Close one of our accounts: its lamports go to `to`, its tag is wiped. */
 static u64 close_into(const Account *account, const Account *to) {
     CHECK(account->is_writable && to->is_writable, E_NOT_WRITABLE);
@@ -452,6 +576,7 @@ static u64 close_into(const Account *account, const Account *to) {
 #define POOL_AUTHORITY_BUMP 220
 #define POOL_VAULT_BUMP 221
 #define POOL_VERSION 222
+#define POOL_AUTHORITY_PDA 224
 
 #define SET_POOL 8
 #define SET_DIGEST 40
@@ -468,7 +593,6 @@ static u64 close_into(const Account *account, const Account *to) {
 #define REPORT_HASH 48
 #define REPORT_HEADER 80
 #define REPORT_STATUS 268
-#define REPORT_BUMP 269
 #define REPORT_SIGNERS 270
 #define REPORT_BITMAP 272
 #define REPORT_SET_INDEX 304
@@ -482,7 +606,6 @@ static u64 close_into(const Account *account, const Account *to) {
 
 #define CLAIMS_REPORT 8
 #define CLAIMS_CHUNK 40
-#define CLAIMS_BUMP 42
 #define CLAIMS_PAYER 48
 #define CLAIMS_BITS 80
 
@@ -597,6 +720,7 @@ static NOINLINE u64 initialize(const Input *in) {
     p[POOL_AUTHORITY_BUMP] = authority_bump;
     p[POOL_VAULT_BUMP] = vault_bump;
     p[POOL_VERSION] = 1;
+    memcpy(p + POOL_AUTHORITY_PDA, pool_authority->key, 32);
     LOG("bwpool: pool initialized");
     return 0;
 }
@@ -672,13 +796,12 @@ static u64 member_index(const u8 *set, const u8 *key) {
 }
 
 static NOINLINE u64 post_report(const Input *in) {
-    CHECK(in->count >= 7, E_NOT_ENOUGH_ACCOUNTS);
+    CHECK(in->count >= 8, E_NOT_ENOUGH_ACCOUNTS);
     const Account *payer = &in->accounts[0], *pool = &in->accounts[1], *set = &in->accounts[2];
     const Account *report = &in->accounts[3], *vault = &in->accounts[4];
-    const Account *sysvar = &in->accounts[5];
-    CHECK(in->data_len == 2 + HEADER_SIZE, E_INVALID_INSTRUCTION);
-    u8 report_bump = in->data[1];
-    const u8 *header = in->data + 2;
+    const Account *sysvar = &in->accounts[5], *pool_authority = &in->accounts[7];
+    CHECK(in->data_len == 1 + HEADER_SIZE, E_INVALID_INSTRUCTION);
+    const u8 *header = in->data + 1;
 
     TRY(expect_pool(pool, in->program_id));
     TRY(expect_writable(pool));
@@ -738,13 +861,18 @@ static NOINLINE u64 post_report(const Input *in) {
 
     /* Every check passed: from here on state changes. */
     if (!exists) {
-        u8 epoch_le[8];
-        put_u64(epoch_le, epoch);
-        SolSignerSeed seeds[5] = {{(const u8 *)"report", 6}, {pool->key, 32}, {epoch_le, 8},
-                                  {hash, 32}, {&report_bump, 1}};
-        TRY(derive(seeds, 5, in->program_id, report->key));
-        SolSignerSeeds signer = {seeds, 5};
-        TRY(create_pda(payer, report, REPORT_SIZE, in->program_id, &signer));
+        u8 key[23], seed[SEED_LEN];
+        put_u64(key, epoch);
+        memcpy(key + 8, hash, 15);
+        seed_of('R', key, seed);
+        CHECK(equal(pool_authority->key, p + POOL_AUTHORITY_PDA, 32), E_WRONG_ADDRESS);
+        TRY(expect_seeded(pool_authority->key, seed, in->program_id, report->key));
+        u8 authority_bump = p[POOL_AUTHORITY_BUMP];
+        SolSignerSeed authority_seeds[3] = {{(const u8 *)"authority", 9}, {pool->key, 32},
+                                            {&authority_bump, 1}};
+        SolSignerSeeds signer = {authority_seeds, 3};
+        Seeded at = {pool_authority, seed, in->program_id, &signer};
+        TRY(create_seeded(payer, report, REPORT_SIZE, &at));
         u8 *r = report->data;
         memcpy(r, TAG_REPORT, 8);
         memcpy(r + REPORT_POOL, pool->key, 32);
@@ -752,7 +880,6 @@ static NOINLINE u64 post_report(const Input *in) {
         memcpy(r + REPORT_HASH, hash, 32);
         memcpy(r + REPORT_HEADER, header, HEADER_SIZE);
         r[REPORT_STATUS] = STATUS_COLLECTING;
-        r[REPORT_BUMP] = report_bump;
         put_u32(r + REPORT_SET_INDEX, get_u32(p + POOL_SET_INDEX));
         memcpy(r + REPORT_POSTER, payer->key, 32);
     }
@@ -835,14 +962,13 @@ static NOINLINE u64 claim(const Input *in) {
     const Account *payer = &in->accounts[0], *pool = &in->accounts[1], *report = &in->accounts[2];
     const Account *claims = &in->accounts[3], *vault = &in->accounts[4];
     const Account *destination = &in->accounts[5], *pool_authority = &in->accounts[6];
-    CHECK(in->data_len >= 95, E_INVALID_INSTRUCTION);
+    CHECK(in->data_len >= 94, E_INVALID_INSTRUCTION);
     const u8 *d = in->data;
-    u8 claims_bump = d[1];
-    u64 index = get_u32(d + 2);
-    const u8 *record = d + 6;
-    u64 path_len = d[94];
-    const u8 *path = d + 95;
-    CHECK(path_len <= MAX_PATH && in->data_len == 95 + 32 * path_len, E_INVALID_INSTRUCTION);
+    u64 index = get_u32(d + 1);
+    const u8 *record = d + 5;
+    u64 path_len = d[93];
+    const u8 *path = d + 94;
+    CHECK(path_len <= MAX_PATH && in->data_len == 94 + 32 * path_len, E_INVALID_INSTRUCTION);
 
     TRY(expect_pool(pool, in->program_id));
     TRY(expect_writable(pool));
@@ -860,7 +986,7 @@ static NOINLINE u64 claim(const Input *in) {
     u8 authority_bump = p[POOL_AUTHORITY_BUMP];
     SolSignerSeed authority_seeds[3] = {{(const u8 *)"authority", 9}, {pool->key, 32},
                                         {&authority_bump, 1}};
-    TRY(derive(authority_seeds, 3, in->program_id, pool_authority->key));
+    CHECK(equal(pool_authority->key, p + POOL_AUTHORITY_PDA, 32), E_WRONG_ADDRESS);
 
     const u8 *header = r + REPORT_HEADER;
     u64 count = get_u32(header + H_COUNT);
@@ -876,18 +1002,21 @@ static NOINLINE u64 claim(const Input *in) {
     TRY(expect_writable(destination));
 
     u64 chunk = index / CHUNK_BITS, bit = index % CHUNK_BITS;
-    u8 chunk_le[2] = {(u8)chunk, (u8)(chunk >> 8)};
-    if (unused(claims)) {
-        SolSignerSeed seeds[4] = {{(const u8 *)"claims", 6}, {report->key, 32}, {chunk_le, 2},
-                                  {&claims_bump, 1}};
-        TRY(derive(seeds, 4, in->program_id, claims->key));
-        SolSignerSeeds signer = {seeds, 4};
-        TRY(create_pda(payer, claims, CLAIMS_SIZE, in->program_id, &signer));
+    u64 created = get_u16(r + REPORT_CHUNKS) & (1u << chunk);
+    if (!created) {
+        u8 key[23], seed[SEED_LEN];
+        memcpy(key, r + REPORT_EPOCH, 8);
+        memcpy(key + 8, r + REPORT_HASH, 14);
+        key[22] = (u8)chunk;
+        seed_of('C', key, seed);
+        TRY(expect_seeded(pool_authority->key, seed, in->program_id, claims->key));
+        SolSignerSeeds signer = {authority_seeds, 3};
+        Seeded at = {pool_authority, seed, in->program_id, &signer};
+        TRY(create_seeded(payer, claims, CLAIMS_SIZE, &at));
         u8 *c = claims->data;
         memcpy(c, TAG_CLAIMS, 8);
         memcpy(c + CLAIMS_REPORT, report->key, 32);
         put_u16(c + CLAIMS_CHUNK, (u16)chunk);
-        c[CLAIMS_BUMP] = claims_bump;
         memcpy(c + CLAIMS_PAYER, payer->key, 32);
         put_u16(r + REPORT_CHUNKS, (u16)(get_u16(r + REPORT_CHUNKS) | (1u << chunk)));
     }

@@ -90,6 +90,7 @@ _BUILTIN_IDS = _PRECOMPILE_IDS | {
 }
 
 Commitment = str  # "processed" | "confirmed" | "finalized"
+Program = tuple[Pubkey, bytes]  # (program id, ELF bytes) to load at genesis
 COMMITMENT_RANK = {"processed": 0, "confirmed": 1, "finalized": 2}
 
 
@@ -99,6 +100,30 @@ class LocalChainError(Exception):
 
 class ListenError(LocalChainError, OSError):
     """The RPC port cannot be bound; an OSError with the original errno (EADDRINUSE...)."""
+
+
+class ProgramLoadError(LocalChainError):
+    """A program given to load is unusable: bad id, unreadable file, an ELF LiteSVM refuses."""
+
+
+def parse_program_arg(text: str) -> Program:
+    """`PROGRAM_ID=PATH.so` (the `--program` option) -> (program id, ELF bytes).
+
+    Raises ProgramLoadError with a one-line reason; the ELF itself is checked when a
+    chain loads it.
+    """
+    key, sep, path = text.partition("=")
+    if not sep or not key or not path:
+        raise ProgramLoadError(f"--program expects PROGRAM_ID=PATH.so, got {text!r}")
+    try:
+        program_id = Pubkey.from_string(key)
+    except ValueError:
+        raise ProgramLoadError(f"--program: {key!r} is not a base58 program id") from None
+    try:
+        with open(path, "rb") as f:
+            return program_id, f.read()
+    except OSError as exc:
+        raise ProgramLoadError(f"--program: cannot read {path}: {exc.strerror or exc}") from None
 
 
 class InvalidTransaction(LocalChainError):
@@ -172,11 +197,17 @@ def _split(meta: TransactionMetadata) -> tuple[tuple[tuple[InnerInstruction, ...
 class LocalChain:
     """LiteSVM plus what a cluster adds around it. Not thread-safe: one owner thread."""
 
-    def __init__(self, now: float, *, finality_slots: int = DEFAULT_FINALITY_SLOTS) -> None:
+    def __init__(
+        self, now: float, *, finality_slots: int = DEFAULT_FINALITY_SLOTS, programs: Sequence[Program] = ()
+    ) -> None:
+        """`programs`: (program id, ELF) pairs loaded at genesis (BPF upgradeable loader, as
+        `LiteSVM.add_program` does). ProgramLoadError for an id given twice, an id that is
+        already a builtin or default program, or an ELF the loader refuses."""
         if not 1 <= finality_slots <= MAX_PROCESSING_AGE:
             raise LocalChainError(f"finality_slots must be in 1..{MAX_PROCESSING_AGE}, got {finality_slots}")
         self.finality_slots = finality_slots
         self._svm = LiteSVM().with_blockhash_check(False)
+        self._load_programs(programs)
         self._slot = 0
         self._epoch_start_ts = int(now)
         self.genesis_hash: Hash = self._svm.latest_blockhash()
@@ -189,6 +220,20 @@ class LocalChain:
         self._by_address: dict[Pubkey, list[Signature]] = {}
         self._set_clock(now)
         self._remember_blockhash()
+
+    def _load_programs(self, programs: Sequence[Program]) -> None:
+        seen: set[Pubkey] = set()
+        for program_id, elf in programs:
+            if program_id in seen:
+                raise ProgramLoadError(f"program {program_id} given twice")
+            existing = self._svm.get_account(program_id)
+            if existing is not None and existing.executable:
+                raise ProgramLoadError(f"program {program_id} is already deployed here (a default program)")
+            seen.add(program_id)
+            try:
+                self._svm.add_program(program_id, bytes(elf))
+            except Exception as exc:  # LiteSVMError: the loader's reason, e.g. a malformed ELF
+                raise ProgramLoadError(f"program {program_id}: not a loadable SBF program ({exc})") from None
 
     # -- clock and blockhashes -------------------------------------------------
 
@@ -294,6 +339,11 @@ class LocalChain:
 
     def minimum_balance_for_rent_exemption(self, data_len: int) -> int:
         return self._svm.minimum_balance_for_rent_exemption(data_len)
+
+    def program_accounts(self, program_id: Pubkey) -> list[tuple[Pubkey, Account]]:
+        """Every existing account owned by `program_id`, sorted by address."""
+        found = self._svm.get_program_accounts(program_id)
+        return sorted(((k, a) for k, a in found if self.account(k) is not None), key=lambda ka: bytes(ka[0]))
 
     # -- transactions ----------------------------------------------------------
 
@@ -601,11 +651,13 @@ async def serve_localchain(
     *,
     slot_ms: int = DEFAULT_SLOT_MS,
     finality_slots: int = DEFAULT_FINALITY_SLOTS,
+    programs: Sequence[Program] = (),
 ) -> AsyncIterator[str]:
-    """Serve a fresh chain until the block exits; yields the bound URL (port 0 allowed)."""
+    """Serve a fresh chain (with `programs` loaded) until the block exits; yields the
+    bound URL (port 0 allowed)."""
     if slot_ms < 1:
         raise LocalChainError(f"slot_ms must be positive, got {slot_ms}")
-    chain = LocalChain(time.time(), finality_slots=finality_slots)
+    chain = LocalChain(time.time(), finality_slots=finality_slots, programs=programs)
     runner = web.AppRunner(_make_app(chain), access_log=None)
     await runner.setup()
     try:
@@ -638,6 +690,7 @@ def run_localchain(
     *,
     slot_ms: int = DEFAULT_SLOT_MS,
     finality_slots: int = DEFAULT_FINALITY_SLOTS,
+    programs: Sequence[Program] = (),
 ) -> None:
     """Block serving a local chain until SIGINT/SIGTERM; `ready(url)` once bound.
 
@@ -652,7 +705,8 @@ def run_localchain(
                 loop.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
                 pass
-        async with serve_localchain(host, port, slot_ms=slot_ms, finality_slots=finality_slots) as url:
+        async with serve_localchain(host, port, slot_ms=slot_ms, finality_slots=finality_slots,
+                                    programs=programs) as url:
             if ready is not None:
                 ready(url)
             await stop.wait()
@@ -667,10 +721,17 @@ class LocalChainThread:
     """Test tool: a local chain on 127.0.0.1:0 in a daemon thread with its own loop.
 
     `with LocalChainThread(slot_ms=50) as url: ...`; the chain stops on exit.
+    `programs`: (program id, ELF) pairs to load, as `LocalChain` takes them.
     """
 
-    def __init__(self, *, slot_ms: int = DEFAULT_SLOT_MS, finality_slots: int = DEFAULT_FINALITY_SLOTS) -> None:
-        self._slot_ms, self._finality_slots = slot_ms, finality_slots
+    def __init__(
+        self,
+        *,
+        slot_ms: int = DEFAULT_SLOT_MS,
+        finality_slots: int = DEFAULT_FINALITY_SLOTS,
+        programs: Sequence[Program] = (),
+    ) -> None:
+        self._slot_ms, self._finality_slots, self._programs = slot_ms, finality_slots, tuple(programs)
         self._ready = threading.Event()
         self._url: str | None = None
         self._error: BaseException | None = None
@@ -681,7 +742,8 @@ class LocalChainThread:
         async def body() -> None:
             stop, loop = asyncio.Event(), asyncio.get_running_loop()
             self._stop = lambda: loop.call_soon_threadsafe(stop.set)
-            async with serve_localchain(slot_ms=self._slot_ms, finality_slots=self._finality_slots) as url:
+            async with serve_localchain(slot_ms=self._slot_ms, finality_slots=self._finality_slots,
+                                        programs=self._programs) as url:
                 self._url = url
                 self._ready.set()
                 await stop.wait()
@@ -713,6 +775,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8899)
     parser.add_argument("--slot-ms", type=int, default=DEFAULT_SLOT_MS)
     parser.add_argument("--finality-slots", type=int, default=DEFAULT_FINALITY_SLOTS)
+    parser.add_argument("--program", action="append", default=[], metavar="PROGRAM_ID=PATH.so",
+                        help="load this SBF program at genesis (repeatable)")
     args = parser.parse_args(argv)
     try:
         run_localchain(
@@ -721,6 +785,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lambda url: print(url, flush=True),
             slot_ms=args.slot_ms,
             finality_slots=args.finality_slots,
+            programs=[parse_program_arg(text) for text in args.program],
         )
     except LocalChainError as exc:
         print(f"localchain: {exc.strerror if isinstance(exc, ListenError) else exc}", file=sys.stderr)

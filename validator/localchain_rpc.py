@@ -49,6 +49,11 @@ MAX_SIGNATURE_STATUSES = 256
 MAX_SIGNATURES_FOR_ADDRESS = 1000
 MAX_MULTIPLE_ACCOUNTS = 100
 MAX_BASE58_ACCOUNT_BYTES = 128
+MAX_PROGRAM_ACCOUNT_FILTERS = 4
+MAX_MEMCMP_BYTES, MAX_MEMCMP_BASE58, MAX_MEMCMP_BASE64 = 128, 175, 172  # Agave's filter limits
+TOKEN_PROGRAM_IDS = (Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"),
+                     Pubkey.from_string("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"))
+NATIVE_MINT = Pubkey.from_string("So11111111111111111111111111111111111111112")
 TX_TYPE = "solana_transaction::versioned::VersionedTransaction"  # Agave's type_name in messages
 MSG_TYPE = "solana_message::versions::VersionedMessage"
 VERSION = f"litesvm (solders {getattr(solders, '__version__', 'unknown')})"
@@ -692,6 +697,130 @@ def _constant(fn: Callable[[LocalChain], Any]) -> Callable[[LocalChain, Params],
     return lambda chain, p: fn(chain)
 
 
+# -- SPL Token reads and program scans ------------------------------------------------
+
+_TOKEN_ACCOUNT_LEN, _MINT_LEN, _MULTISIG_LEN = 165, 82, 355
+
+
+def _token_state(data: bytes, base_len: int, account_type: int) -> bool:
+    """spl-token-2022's StateWithExtensions length rule: the base layout exactly, or
+    base padded to 165 bytes plus an account-type byte (1 mint, 2 account)."""
+    if len(data) == base_len:
+        return True
+    return len(data) > _TOKEN_ACCOUNT_LEN and len(data) != _MULTISIG_LEN and data[_TOKEN_ACCOUNT_LEN] == account_type
+
+
+def _is_token_account(data: bytes) -> bool:
+    """An initialized (or frozen) SPL Token / Token-2022 account: state byte 108 != 0."""
+    return _token_state(data, _TOKEN_ACCOUNT_LEN, 2) and data[108] != 0
+
+
+def _mint_decimals(chain: LocalChain, mint: Pubkey) -> int:
+    """Agave's get_mint_owner_and_additional_data (interest/scaled-amount extensions ignored)."""
+    if mint == NATIVE_MINT:
+        return 9
+    acct = chain.account(mint)
+    if acct is None:
+        raise invalid_params("Invalid param: could not find mint")
+    data = bytes(acct.data)
+    if not _token_state(data, _MINT_LEN, 1) or data[45] != 1:
+        raise invalid_params("Invalid param: mint could not be unpacked")
+    return data[44]
+
+
+def ui_token_amount(amount: int, decimals: int) -> JsonObj:
+    """Agave's token_amount_to_ui_amount: f64 quotient, and the trimmed decimal string."""
+    text = str(amount)
+    if decimals:
+        padded = text.rjust(decimals + 1, "0")
+        text = f"{padded[:-decimals]}.{padded[-decimals:]}".rstrip("0").rstrip(".")
+    ui = float(amount) / float(10**decimals) if 10**decimals < 2**64 else None  # checked_pow(usize)
+    return {"amount": str(amount), "decimals": decimals, "uiAmount": ui, "uiAmountString": text}
+
+
+def get_token_account_balance(chain: LocalChain, p: Params) -> JsonObj:
+    pubkey = _pubkey(_arg(p, 0, "an address"))
+    cfg = _cfg(p, 1)
+    _commitment(cfg)
+    slot = _context_slot(chain, cfg, "processed")
+    acct = chain.account(pubkey)
+    if acct is None:
+        raise invalid_params("Invalid param: could not find account")
+    data = bytes(acct.data)
+    if acct.owner not in TOKEN_PROGRAM_IDS or not _is_token_account(data):
+        raise invalid_params("Invalid param: not a Token account")
+    decimals = _mint_decimals(chain, Pubkey.from_bytes(data[:32]))
+    return _wrap(slot, ui_token_amount(int.from_bytes(data[64:72], "little"), decimals))
+
+
+AccountFilter = Callable[[bytes], bool]
+
+
+def _memcmp_bytes(spec: JsonObj) -> bytes:
+    """The bytes of a memcmp filter: base58 (default), base64, or a JSON array ("bytes")."""
+    encoding, value = spec.get("encoding"), spec.get("bytes")
+    if encoding in (None, "base58", "binary") and isinstance(value, str):
+        if len(value) > MAX_MEMCMP_BASE58:
+            raise invalid_params("Invalid param: DataTooLarge")
+        try:
+            raw = base58.b58decode(value)
+        except ValueError as exc:
+            raise invalid_params(f"Invalid param: Base58DecodeError({exc})") from None
+    elif encoding == "base64" and isinstance(value, str):
+        if len(value) > MAX_MEMCMP_BASE64:
+            raise invalid_params("Invalid param: DataTooLarge")
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise invalid_params(f"Invalid param: Base64DecodeError({exc})") from None
+    elif encoding == "bytes" and isinstance(value, list) and all(
+            isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256 for b in value):
+        raw = bytes(value)
+    else:
+        raise invalid_params("Invalid params: invalid memcmp: encoding and bytes do not match.")
+    if len(raw) > MAX_MEMCMP_BYTES:
+        raise invalid_params("Invalid param: DataTooLarge")
+    return raw
+
+
+def _account_filter(value: Any) -> AccountFilter:
+    """One getProgramAccounts filter: {"dataSize": n}, {"memcmp": {...}}, {"tokenAccountState": _}."""
+    kind = next(iter(value)) if isinstance(value, dict) and len(value) == 1 else None
+    if kind == "dataSize":
+        size = _uint(value[kind])
+        return lambda data: len(data) == size
+    if kind == "memcmp":
+        spec = value[kind]
+        if not isinstance(spec, dict):
+            raise _type_error(spec, "struct Memcmp")
+        offset, want = _uint(spec.get("offset")), _memcmp_bytes(spec)
+        return lambda data: data[offset : offset + len(want)] == want and offset + len(want) <= len(data)
+    if kind == "tokenAccountState":
+        return _is_token_account
+    raise invalid_params(
+        "Invalid params: unknown variant, expected one of `dataSize`, `memcmp`, `tokenAccountState`.")
+
+
+def get_program_accounts(chain: LocalChain, p: Params) -> Any:
+    """Agave's shape: [{pubkey, account}] sorted by address, or {context, value} withContext."""
+    program_id = _pubkey(_arg(p, 0, "a program id"))
+    cfg = _cfg(p, 1)
+    raw_filters = cfg.get("filters") or []
+    if not isinstance(raw_filters, list):
+        raise _type_error(raw_filters, "a sequence")
+    if len(raw_filters) > MAX_PROGRAM_ACCOUNT_FILTERS:
+        raise invalid_params(f"Too many filters provided; max {MAX_PROGRAM_ACCOUNT_FILTERS}")
+    filters = [_account_filter(f) for f in raw_filters]
+    _commitment(cfg)
+    slot = _context_slot(chain, cfg, "processed")
+    found = [
+        {"pubkey": str(key), "account": _account_value(chain, key, cfg)}
+        for key, acct in chain.program_accounts(program_id)
+        if all(keep(bytes(acct.data)) for keep in filters)
+    ]
+    return _wrap(slot, found) if _bool(cfg.get("withContext")) else found
+
+
 def get_minimum_balance_for_rent_exemption(chain: LocalChain, p: Params) -> int:
     size = _uint(_arg(p, 0, "a data length"))
     _commitment(_cfg(p, 1))
@@ -714,7 +843,9 @@ METHODS: dict[str, Callable[[LocalChain, Params], Any]] = {
     "getMultipleAccounts": get_multiple_accounts,
     "getSignatureStatuses": get_signature_statuses,
     "getSignaturesForAddress": get_signatures_for_address,
+    "getProgramAccounts": get_program_accounts,
     "getSlot": _at_commitment(lambda chain, c: chain.slot_at(c)),
+    "getTokenAccountBalance": get_token_account_balance,
     "getTransaction": get_transaction,
     "getTransactionCount": _at_commitment(lambda chain, c: chain.transaction_count),
     "getVersion": _constant(lambda chain: {"solana-core": VERSION, "feature-set": None}),

@@ -123,14 +123,16 @@ class NetworkSpec:
     def _digest_fields(self) -> list[Any]:
         keys = sorted(v.signing_key for v in self.validators)
         r, p = self.rewards, self.probes
-        return [self.network_id, keys, sorted((v.signing_key, v.region) for v in self.validators),
-                self.n, self.f, self.threshold, self.genesis_time, self.epoch_seconds,
-                self.round_seconds, self.collect_seconds, self.proposal_timeout_seconds,
-                self.committee_size, self.min_regions, r.throughput_cap_kbps,
-                r.uptime_exponent, r.latency_bound_us, sorted(r.region_demand_milli),
-                p.heartbeat_timeout_seconds.hex(), p.echo_count, p.throughput_seconds.hex(),
-                p.warmup_fraction.hex(), self.pool_address, self.sybil_damping,
-                self.pool_program_id]
+        fields = [self.network_id, keys, sorted((v.signing_key, v.region) for v in self.validators),
+                  self.n, self.f, self.threshold, self.genesis_time, self.epoch_seconds,
+                  self.round_seconds, self.collect_seconds, self.proposal_timeout_seconds,
+                  self.committee_size, self.min_regions, r.throughput_cap_kbps,
+                  r.uptime_exponent, r.latency_bound_us, sorted(r.region_demand_milli),
+                  p.heartbeat_timeout_seconds.hex(), p.echo_count, p.throughput_seconds.hex(),
+                  p.warmup_fraction.hex(), self.pool_address, self.sybil_damping]
+        if self.pool_program_id:  # appended only when set: a spec without one keeps its digest
+            fields.append(self.pool_program_id)
+        return fields
 
     def topic(self, name: str) -> str:
         return f"/bwpool/{self.config_digest[:4].hex()}/{name}/1"

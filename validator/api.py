@@ -8,13 +8,24 @@ node state comes from ``status()``, an immutable snapshot the node refreshes.
 Interface (operators and tools rely on it exactly; keys base58, hashes/bytes lowercase hex):
 
     GET /status                       live snapshot (gaps filled from SQLite, see _Api.status)
-    GET /network                      the spec, plus n, f, threshold, config_digest
+    GET /network                      the spec, plus n, f, threshold, config_digest, and
+                                      pool: {program_id, pool, mint, vault} (null: no pool)
     GET /epochs?limit=N&before=E      [{epoch, final, signatures, posted}], newest first
-    GET /epochs/latest | /epochs/{e}  one final report: header, signatures, records, chain
+    GET /epochs/latest | /epochs/{e}  one final report: header, signatures, records, chain,
+                                      pool: {address, accepted, signatures_on_chain,
+                                      threshold, reserved, claimed_total, claimed_count, error}
     GET /epochs/{e}/proof/{provider}  merkle inclusion proof of the provider's record
+    GET /epochs/{e}/claims/{payout}   [{index, record, path, header_sha256, record_count}]:
+                                      every record of final epoch e paying that address
     GET /providers?limit=N&after=KEY  newest final report's records (+ region), by key
-    GET /providers/{key}              one provider + committee observations + registration
+    GET /providers/{key}              one provider + committee observations + registration,
+                                      payouts: [{epoch, index, weight, amount, claimed}] of the
+                                      16 newest final epochs, and payouts_error
     GET /healthz                      {"ok": true} if the store is readable
+
+The ``pool`` objects and payouts come from the chain (``validator.api_pool``: one bounded
+getMultipleAccounts per request); when the chain cannot be read their chain fields are null
+with an ``error`` string, never a 5xx.
 
 Errors: every refusal is ``{"error": "<what was wrong>"}`` with a 4xx status (400 malformed
 value, 404 unknown path or nothing there, 405 method other than GET/HEAD). 503 means the
@@ -41,6 +52,7 @@ import structlog
 from aiohttp import http_exceptions, web
 
 from validator import api_views as views
+from validator.api_pool import CHAIN_TIMEOUT, PoolReader
 from validator.api_views import I64_MAX, BadRequest, Json, b58
 from validator.spec import NetworkSpec
 from validator.store import open_readonly
@@ -173,6 +185,11 @@ class _ReadPool:
             self._conns.discard(conn)
         conn.close()
 
+    async def encode(self, body: Any) -> bytes:
+        """JSON-encode ``body`` in a worker thread (a report with many records is big)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, _dumps, body)
+
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         with self._lock:
@@ -184,11 +201,13 @@ class _ReadPool:
 # -- handlers ----------------------------------------------------------------------------------
 class _Api:
     def __init__(self, pool: _ReadPool, spec: NetworkSpec,
-                 status: Callable[[], Mapping[str, Any]]) -> None:
+                 status: Callable[[], Mapping[str, Any]], chain: PoolReader | None) -> None:
         self._pool = pool
         self._spec = spec
         self._status = status
-        self._network = _dumps(network_json(spec))  # the spec is frozen: encode once
+        self._chain = chain
+        self._network = network_json(spec)
+        self._network_bytes = _dumps({**self._network, "pool": None})  # no pool: fixed
 
     async def _view(self, fn: Callable[[sqlite3.Connection], Any]) -> web.Response:
         # JSON encoding runs in the worker too: an epoch with many records is a big document.
@@ -216,8 +235,13 @@ class _Api:
                 chain["last_posted_epoch"] = last_posted
         return _json(body)
 
+    async def _encoded(self, body: Any) -> web.Response:
+        return web.Response(body=await self._pool.encode(body), content_type="application/json")
+
     async def network(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._network, content_type="application/json")
+        if self._chain is None:
+            return web.Response(body=self._network_bytes, content_type="application/json")
+        return _json({**self._network, "pool": await self._chain.pool_info()})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return await self._view(views.healthz)
@@ -231,7 +255,15 @@ class _Api:
     async def epoch(self, request: web.Request) -> web.Response:
         text = request.match_info["epoch"]
         epoch = None if text == "latest" else parse_epoch(text)
-        return await self._view(lambda conn: views.epoch_detail(conn, epoch))
+        body = await self._pool.run(lambda conn: views.epoch_detail(conn, epoch))
+        body["pool"] = None if self._chain is None else await self._chain.epoch(
+            body["epoch"], bytes.fromhex(body["header_sha256"]))
+        return await self._encoded(body)
+
+    async def claims(self, request: web.Request) -> web.Response:
+        epoch = parse_epoch(request.match_info["epoch"])
+        payout = parse_key(request.match_info["payout"], "payout")
+        return await self._view(lambda conn: views.epoch_claims(conn, epoch, payout))
 
     async def proof(self, request: web.Request) -> web.Response:
         epoch = parse_epoch(request.match_info["epoch"])
@@ -252,7 +284,13 @@ class _Api:
 
     async def provider(self, request: web.Request) -> web.Response:
         provider = parse_key(request.match_info["key"])
-        return await self._view(lambda conn: views.provider_detail(conn, self._spec, provider))
+        body, rows = await self._pool.run(lambda conn: (
+            views.provider_detail(conn, self._spec, provider), views.recent_records(conn, provider)))
+        if self._chain is None:
+            body["payouts"], body["payouts_error"] = [views.payout_entry(row) for row in rows], None
+        else:
+            body["payouts"], body["payouts_error"] = await self._chain.payouts(rows)
+        return _json(body)
 
 
 def network_json(spec: NetworkSpec) -> Json:
@@ -291,21 +329,29 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(500, "internal")
 
 
-def make_app(db_path: Path, spec: NetworkSpec,
-             status: Callable[[], Mapping[str, Any]]) -> web.Application:
-    """The API over the SQLite file at ``db_path``. Only GET and HEAD routes exist."""
+def make_app(db_path: Path, spec: NetworkSpec, status: Callable[[], Mapping[str, Any]], *,
+             rpc_url: str | None = None, chain_timeout: float = CHAIN_TIMEOUT) -> web.Application:
+    """The API over the SQLite file at ``db_path``. Only GET and HEAD routes exist.
+
+    Chain reads (when the spec names a pool) go to ``rpc_url``, default the spec's
+    ``rpc_url``, each bounded by ``chain_timeout`` seconds.
+    """
     pool = _ReadPool(db_path)
-    api = _Api(pool, spec, status)
+    chain = PoolReader.for_spec(spec, rpc_url, chain_timeout)
+    api = _Api(pool, spec, status, chain)
     app = web.Application(middlewares=[_errors])
     for path, handler in (
             ("/status", api.status), ("/network", api.network), ("/healthz", api.healthz),
             ("/epochs", api.epochs), ("/epochs/{epoch}", api.epoch),
             ("/epochs/{epoch}/proof/{provider}", api.proof),
+            ("/epochs/{epoch}/claims/{payout}", api.claims),
             ("/providers", api.providers), ("/providers/{key}", api.provider),
             ("/evidence", api.evidence)):
         app.router.add_get(path, handler)  # GET also answers HEAD
 
     async def close_pool(_: web.Application) -> None:
+        if chain is not None:
+            await chain.aclose()
         await asyncio.get_running_loop().run_in_executor(None, pool.close)
 
     app.on_cleanup.append(close_pool)

@@ -13,13 +13,22 @@ Cost per request, so a large store cannot make a request slow:
 - ``/epochs`` reads at most ``limit`` (<= 1000) rows walking the primary key backwards;
 - a provider is found by binary search in the sorted records blob, never by decoding it all;
 - registrations are primary-key lookups, one per provider returned;
-- committee observations read only the bundles the final report names, by (epoch, hash).
+- committee observations read only the bundles the final report names, by (epoch, hash);
+- a provider's records in the last ``PAYOUT_EPOCHS`` reports are found by binary search
+  through incremental blob reads (``Connection.blobopen``): 32 bytes per step, never a
+  whole records blob per epoch;
+- ``/epochs/{e}/claims/{payout}`` reads one records blob and builds the tree once for all
+  of the payout's records.
+
+What the chain says (the ``pool`` objects, payout amounts, claim bits) is not read here:
+``validator.api_pool`` adds it on the event loop from the rows these functions return.
 """
 
 from __future__ import annotations
 
 import bisect
 import sqlite3
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import base58
@@ -36,6 +45,7 @@ from validator.store import FINAL_COLUMNS, unpack_final_row
 Json = dict[str, Any]
 
 I64_MAX = 2**63 - 1  # SQLite INTEGER is signed 64-bit: no stored epoch can be larger
+PAYOUT_EPOCHS = 16  # /providers/{key} lists payouts of this many newest final epochs
 
 # chain_posts.status (validator.chain) -> the API's three states. Anything still in flight
 # ("sending", retries, ...) is "pending", as is an epoch with no row or no table at all.
@@ -354,3 +364,110 @@ def evidence_list(conn: sqlite3.Connection, limit: int, before: int | None) -> l
              "offender": None if offender == bytes(32) else base58.b58encode(offender).decode(),
              "first": first.hex(), "second": second.hex(), "recorded_at": recorded_at}
             for kind, epoch, offender, first, second, recorded_at in rows]
+
+
+# -- claims and payouts (the store's half; validator.api_pool adds the chain's) ----------------
+@dataclass(frozen=True)
+class PayoutRow:
+    """A provider's record in one final report: what a payout entry is computed from."""
+
+    epoch: int
+    header_hash: bytes
+    index: int
+    record: bytes
+    total_weight: int
+
+    @property
+    def weight(self) -> int:
+        return Record.from_bytes(self.record).weight
+
+
+class _BlobKeys(Sequence[bytes]):
+    """Provider keys of an open records blob (``sqlite3.Blob``), read 32 bytes at a time."""
+
+    def __init__(self, blob: sqlite3.Blob) -> None:
+        self._blob = blob
+        self._len = len(blob) // RECORD_SIZE
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i: Any) -> Any:
+        if not isinstance(i, int) or not 0 <= i < self._len:
+            raise IndexError(i)
+        return self._blob[i * RECORD_SIZE:i * RECORD_SIZE + 32]
+
+    def record(self, i: int) -> bytes:
+        return bytes(self._blob[i * RECORD_SIZE:(i + 1) * RECORD_SIZE])
+
+
+def recent_records(conn: sqlite3.Connection, provider: bytes,
+                   count: int = PAYOUT_EPOCHS) -> list[PayoutRow]:
+    """``provider``'s record in each of the ``count`` newest final reports that have one,
+    newest first. ``final_reports.epoch`` is the rowid, so each blob opens by epoch."""
+    rows = conn.execute("SELECT epoch, header, header_hash FROM final_reports "
+                        "ORDER BY epoch DESC LIMIT ?", (count,)).fetchall()
+    out = []
+    for epoch, header, header_hash in rows:
+        with conn.blobopen("final_reports", "records", epoch, readonly=True) as blob:
+            keys = _BlobKeys(blob)
+            i = bisect.bisect_left(keys, provider)
+            if i < len(keys) and keys[i] == provider:
+                out.append(PayoutRow(epoch, header_hash, i, keys.record(i),
+                                     ReportHeader.from_bytes(header).total_weight))
+    return out
+
+
+def payout_entry(row: PayoutRow) -> Json:
+    """A payout entry without the chain's fields (``amount`` and ``claimed`` null)."""
+    return {"epoch": row.epoch, "index": row.index, "weight": row.weight, "amount": None,
+            "claimed": None}
+
+
+def payout_indexes(blob: bytes, payout: bytes) -> list[int]:
+    """Indexes of the records in ``blob`` whose payout address (bytes 32..64) is ``payout``."""
+    out, start = [], 0
+    while (at := blob.find(payout, start)) >= 0:
+        if at % RECORD_SIZE == 32:
+            out.append(at // RECORD_SIZE)
+            start = at - 32 + RECORD_SIZE
+        else:
+            start = at + 1
+    return out
+
+
+def merkle_paths(records: Sequence[bytes], indexes: Sequence[int]) -> list[list[bytes]]:
+    """``merkle.proof(records, i)`` for every ``i`` in ``indexes``, building the tree once."""
+    level = [merkle.leaf_hash(r) for r in records]
+    paths: list[list[bytes]] = [[] for _ in indexes]
+    positions = list(indexes)
+    for i in positions:
+        if not 0 <= i < len(level):
+            raise IndexError("leaf index out of range")
+    while len(level) > 1:
+        for k, i in enumerate(positions):
+            if i ^ 1 < len(level):
+                paths[k].append(level[i ^ 1])
+            positions[k] = i // 2
+        level = [merkle.inner_hash(level[i], level[i + 1]) if i + 1 < len(level) else level[i]
+                 for i in range(0, len(level), 2)]
+    return paths
+
+
+def epoch_claims(conn: sqlite3.Connection, epoch: int, payout: bytes) -> list[Json]:
+    """Every record of final ``epoch`` that pays ``payout``, each with what a ``claim``
+    instruction needs: index, record, merkle path (bottom-up, as ``merkle.proof``), and the
+    report's ``header_sha256`` (its EpochReport address) and ``record_count`` (the tree's
+    width). [] if the payout has no record there; NotFound if the epoch is not final."""
+    row = conn.execute("SELECT header, header_hash, records FROM final_reports WHERE epoch = ?",
+                       (epoch,)).fetchone()
+    if row is None:
+        raise NotFound(f"epoch {epoch} is not final")
+    header, header_hash, blob = ReportHeader.from_bytes(row[0]), row[1], row[2]
+    indexes = payout_indexes(blob, payout)
+    if not indexes:
+        return []
+    records = [blob[i:i + RECORD_SIZE] for i in range(0, len(blob), RECORD_SIZE)]
+    return [{"index": i, "record": records[i].hex(), "path": [h.hex() for h in path],
+             "header_sha256": header_hash.hex(), "record_count": header.record_count}
+            for i, path in zip(indexes, merkle_paths(records, indexes))]

@@ -1,4 +1,4 @@
-"""The `validator` command: init, join, devnet, localchain, provide, probe.
+"""The `validator` command: init, join, devnet, localchain, provide, probe, claim, pool.
 
 User mistakes (bad config, missing key, port in use) print one line saying what is wrong and
 how to fix it, and exit with code 2; no traceback.
@@ -77,11 +77,19 @@ def _cmd_devnet(args: argparse.Namespace) -> int:
 
 
 def _cmd_localchain(args: argparse.Namespace) -> int:
-    from validator.localchain import run_localchain
+    from validator.localchain import ProgramLoadError, parse_program_arg, run_localchain
     from validator.logs import configure_logging
 
+    try:
+        programs = [parse_program_arg(text) for text in args.program]
+    except ProgramLoadError as exc:
+        raise UsageError(str(exc)) from None
     configure_logging()
-    run_localchain(args.host, args.port, ready=lambda url: print(url, flush=True))
+    try:
+        run_localchain(args.host, args.port, ready=lambda url: print(url, flush=True),
+                       programs=programs)
+    except ProgramLoadError as exc:  # the ELF itself, checked as the chain starts
+        raise UsageError(f"{exc}; rebuild it (make program) or check the path") from None
     return 0
 
 
@@ -125,11 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     chain = sub.add_parser("localchain", help="a local Solana JSON-RPC endpoint (LiteSVM)")
     chain.add_argument("--host", default="127.0.0.1")
     chain.add_argument("--port", type=int, default=8899)
+    chain.add_argument("--program", action="append", default=[], metavar="PROGRAM_ID=PATH.so",
+                       help="load this SBF program at genesis (repeatable), e.g. the pool program")
     chain.set_defaults(handler=_cmd_localchain)
 
+    from validator.cli_pool import add_commands as add_pool_commands
     from validator.cli_provider import add_commands
 
     add_commands(sub)
+    add_pool_commands(sub)
     return parser
 
 
@@ -171,4 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m validator.cli`: run the imported module's main, so that the UsageError the
+    # subcommand modules raise (validator.cli.UsageError) is the class main() catches.
+    from validator import cli as _cli  # noqa: PLW0406 - on purpose, see above
+
+    sys.exit(_cli.main())

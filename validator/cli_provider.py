@@ -52,6 +52,15 @@ def add_commands(subparsers: Any) -> None:
     provide.add_argument("--region", default="")
     provide.add_argument("--lat", type=float, default=0.0, help="latitude, degrees")
     provide.add_argument("--lon", type=float, default=0.0, help="longitude, degrees")
+    provide.add_argument("--auto-claim", action="store_true",
+                         help="once per epoch, claim what the pool owes the payout address, the "
+                              "provider key paying the fees (needs --validator; default: off)")
+    provide.add_argument("--validator", default="", metavar="URL",
+                         help="a validator's HTTP API for --auto-claim, e.g. "
+                              "http://127.0.0.1:8001 (default: none)")
+    provide.add_argument("--rpc-url", default="", metavar="URL",
+                         help="Solana JSON-RPC for --auto-claim (default: the rpc_url of the "
+                              "validator's /network)")
     provide.set_defaults(handler=cmd_provide)
 
     probe = subparsers.add_parser("probe", help="probe one provider once and print the result")
@@ -105,10 +114,12 @@ def cmd_provide(args: argparse.Namespace) -> int:
         spec = load_spec(Path(args.network))
         if not 0 <= args.data_port <= 65535:
             raise _Usage(f"--data-port {args.data_port}: must be 0..65535")
+        _check_auto_claim(args)
         options = ProviderOptions(key_path=Path(args.key), listen=args.listen,
                                   data_host=args.data_host, data_port=args.data_port,
                                   payout=args.payout, region=args.region, lat=args.lat,
-                                  lon=args.lon)
+                                  lon=args.lon, auto_claim=args.auto_claim,
+                                  validator_url=args.validator, rpc_url=args.rpc_url)
         parse_payout(options.payout, bytes(32))  # fail before touching the network
     except (SpecError, ProviderConfigError, _Usage) as error:
         return _usage("provide", error)
@@ -123,6 +134,26 @@ def cmd_provide(args: argparse.Namespace) -> int:
             raise
         return _usage("provide", message)
     return EXIT_OK
+
+
+def _check_auto_claim(args: argparse.Namespace) -> None:
+    """``--auto-claim`` needs ``--validator``; both URLs must be http(s) with a host."""
+    from urllib.parse import urlparse
+
+    if args.auto_claim and not args.validator:
+        raise _Usage("--auto-claim needs --validator URL, a validator's HTTP API "
+                     "(e.g. http://127.0.0.1:8001)")
+    if not args.auto_claim and (args.validator or args.rpc_url):
+        raise _Usage("--validator and --rpc-url are used by --auto-claim only; add --auto-claim")
+    for flag, text in (("--validator", args.validator), ("--rpc-url", args.rpc_url)):
+        if text:
+            try:
+                parsed = urlparse(text)
+                ok = parsed.scheme in ("http", "https") and bool(parsed.hostname)
+            except ValueError:
+                ok = False
+            if not ok:
+                raise _Usage(f"{flag} {text!r}: expected an http(s) URL such as http://127.0.0.1:8001")
 
 
 async def _provide(options: Any, spec: NetworkSpec) -> None:

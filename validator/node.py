@@ -452,6 +452,6 @@ class Validator:
     async def _start_api(self, bridge: Any) -> int:
         from validator.api import make_app, start_api
 
-        app = make_app(self.config.db_path, self.spec, lambda: self._status)
+        app = make_app(self.config.db_path, self.spec, lambda: self._status, rpc_url=self.rpc_url)
         _, port = await bridge.run(start_api, app, self.config.http_host, self.config.http_port)
         return int(port)

@@ -410,7 +410,8 @@ async def _accounts(client: AsyncClient, keys: list[Pubkey]) -> list[Account | N
     return list(answer.value)
 
 
-def _owned(acct: Account | None, key: Pubkey, owner: Pubkey, what: str) -> bytes:
+def owned_data(acct: Account | None, key: Pubkey, owner: Pubkey, what: str) -> bytes:
+    """The account's data, once it exists and `owner` owns it; BadAccount otherwise."""
     if acct is None:
         raise BadAccount(f"{what} {key} does not exist")
     if acct.owner != owner:
@@ -418,7 +419,8 @@ def _owned(acct: Account | None, key: Pubkey, owner: Pubkey, what: str) -> bytes
     return bytes(acct.data)
 
 
-def _parse(from_bytes: Callable[[bytes], T], data: bytes, key: Pubkey) -> T:
+def parse_account(from_bytes: Callable[[bytes], T], data: bytes, key: Pubkey) -> T:
+    """`from_bytes(data)`, with a layout error turned into BadAccount naming `key`."""
     try:
         return from_bytes(data)
     except PoolFormatError as exc:
@@ -431,14 +433,14 @@ async def read_pool(client: AsyncClient, program_id: Pubkey, pool: Pubkey) -> Po
     BadAccount if any is missing, owned by another program, malformed, or if they do not
     point at each other (the set's pool; the vault's mint and owner, the pool authority).
     """
-    pool_data = _owned((await _accounts(client, [pool]))[0], pool, program_id, "pool")
-    state = _parse(PoolState.from_bytes, pool_data, pool)
+    pool_data = owned_data((await _accounts(client, [pool]))[0], pool, program_id, "pool")
+    state = parse_account(PoolState.from_bytes, pool_data, pool)
     set_acct, vault_acct = await _accounts(client, [state.validator_set, state.vault])
-    set_data = _owned(set_acct, state.validator_set, program_id, "validator set")
-    vset = _parse(ValidatorSetState.from_bytes, set_data, state.validator_set)
+    set_data = owned_data(set_acct, state.validator_set, program_id, "validator set")
+    vset = parse_account(ValidatorSetState.from_bytes, set_data, state.validator_set)
     if vset.pool != pool:
         raise BadAccount(f"validator set {state.validator_set} belongs to pool {vset.pool}, not {pool}")
-    vault = _owned(vault_acct, state.vault, TOKEN_PROGRAM_ID, "vault")
+    vault = owned_data(vault_acct, state.vault, TOKEN_PROGRAM_ID, "vault")
     owner = bytes(authority_address(program_id, pool)[0])
     if len(vault) < TOKEN_ACCOUNT_SIZE or vault[:32] != bytes(state.mint) or vault[32:64] != owner:
         raise BadAccount(f"vault {state.vault} is not a token account of mint {state.mint} owned by the pool")
@@ -452,7 +454,7 @@ async def read_report(client: AsyncClient, program_id: Pubkey, pool: Pubkey, epo
     acct = (await _accounts(client, [address]))[0]
     if acct is None:
         return None
-    report = _parse(EpochReportState.from_bytes, _owned(acct, address, program_id, "report"), address)
+    report = parse_account(EpochReportState.from_bytes, owned_data(acct, address, program_id, "report"), address)
     if report.pool != pool or report.epoch != epoch or report.header_hash != bytes(header_hash):
         raise BadAccount(f"report {address} is of another pool, epoch or header")
     return report
@@ -468,6 +470,6 @@ async def read_reports(client: AsyncClient, program_id: Pubkey,
     ]
     answer = await _rpc("getProgramAccounts",
                         client.get_program_accounts(program_id, Confirmed, "base64", filters=filters))
-    found = [(keyed.pubkey, _parse(EpochReportState.from_bytes, bytes(keyed.account.data), keyed.pubkey))
+    found = [(keyed.pubkey, parse_account(EpochReportState.from_bytes, bytes(keyed.account.data), keyed.pubkey))
              for keyed in answer.value]
     return sorted(found, key=lambda kr: (kr[1].epoch, bytes(kr[0])))

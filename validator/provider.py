@@ -7,7 +7,11 @@ What it owns:
 - ``ProbeService``: the ``/bwpool/probe/1.0.0`` control plane (heartbeat, echo, info,
   throughput sessions) and the plain-TCP data port (keystream out, upload digest in);
 - the signed ``Registration``, published on the registrations topic when peers connect and
-  again every epoch.
+  again every epoch;
+- with ``auto_claim``, ``AutoClaimer``: once per epoch it claims what the pool owes the
+  payout address (``validator.claims.claim_all`` on the asyncio side of a bridge, the
+  provider key paying the fees); failures are logged as ``claim_failed`` and retried the
+  next epoch, and each round logs a ``claims`` line with the counts by outcome.
 
 Everything a remote peer sends is bounded (frame sizes, requests per stream, sessions per peer
 and in total, token lifetime, data connections, stream durations) and its failures are counted
@@ -75,6 +79,9 @@ class ProviderOptions:
     region: str = ""
     lat: float = 0.0
     lon: float = 0.0
+    auto_claim: bool = False  # claim the payout's rewards once per epoch
+    validator_url: str = ""  # a validator's HTTP API (needed by auto_claim)
+    rpc_url: str = ""  # Solana JSON-RPC for claims; default: the validator's /network rpc_url
 
 
 # -- operator input ----------------------------------------------------------------------------
@@ -409,6 +416,81 @@ async def _discard(channel: trio.MemoryReceiveChannel[Any]) -> None:
         pass
 
 
+# -- auto-claim --------------------------------------------------------------------------------
+CLAIM_ROUND_LIMIT_SECONDS = 300.0  # a round is cut off after this (each step has its own timeout)
+
+
+class AutoClaimer:
+    """Claims the payout address's rewards once per epoch, on trio's clock.
+
+    A round runs ``claim_all`` through an asyncio bridge; it never raises: a round that
+    fails as a whole, or a claim that fails, is logged (``claim_failed`` with ``epoch`` and
+    ``reason``) and counted, and the next epoch tries again. Epochs where nothing more can
+    be claimed are remembered, so later rounds ask the validator only about the rest.
+    """
+
+    def __init__(self, spec: NetworkSpec, seed: bytes, payout: bytes, validator_url: str,
+                 rpc_url: str = "", now: Callable[[], float] = time.time) -> None:
+        if not validator_url:
+            raise ProviderConfigError("--auto-claim needs --validator URL (a validator's HTTP API)")
+        self.spec, self.validator_url, self.rpc_url, self._now = spec, validator_url, rpc_url, now
+        self._seed, self._payout = seed, payout
+        self._settled: set[int] = set()
+        self.outcomes: dict[str, int] = {}
+        self.rounds = 0
+        self.rounds_failed = 0
+        self.amount_paid = 0
+
+    def statistics(self) -> dict[str, int]:
+        """Claims by outcome (``validator.claims.STATUSES``), rounds, failed rounds and the
+        base units paid (``amount_paid``), all cumulative."""
+        return dict(self.outcomes, rounds=self.rounds, rounds_failed=self.rounds_failed,
+                    amount_paid=self.amount_paid)
+
+    async def run(self) -> None:
+        """One round now, then one per ``spec.epoch_seconds``, until cancelled."""
+        from validator.bridge import open_asyncio_bridge
+
+        async with open_asyncio_bridge() as bridge:
+            while True:
+                await self.round(bridge)
+                await trio.sleep(self.spec.epoch_seconds)
+
+    async def round(self, bridge: Any) -> None:
+        """One ``claim_all`` through ``bridge`` (an ``AsyncioBridge``), logged and counted."""
+        from solders.keypair import Keypair
+        from solders.pubkey import Pubkey
+
+        from validator.claims import FAILED, ClaimsError, claim_all
+        from validator.pool_client import PoolClientError
+
+        epoch = self.spec.epoch_at(self._now())
+        self.rounds += 1
+        payer, payout = Keypair.from_seed(self._seed), Pubkey.from_bytes(self._payout)
+        try:
+            with trio.fail_after(CLAIM_ROUND_LIMIT_SECONDS):
+                results = await bridge.run(lambda: claim_all(self.validator_url, payout, payer,
+                                                              rpc_url=self.rpc_url or None,
+                                                              settled=self._settled))
+        except (ClaimsError, PoolClientError, trio.TooSlowError) as error:
+            self.rounds_failed += 1
+            reason = str(error) or type(error).__name__
+            log.warning("claim_failed", epoch=epoch, reason=reason)
+            return
+        except Exception as error:  # a bug must not stop the agent: logged in full, retried
+            self.rounds_failed += 1
+            log.exception("claim_failed", epoch=epoch, reason=f"{type(error).__name__}: {error}")
+            return
+        for result in results:
+            self.outcomes[result.status] = self.outcomes.get(result.status, 0) + 1
+            self.amount_paid += result.amount
+            if result.status == FAILED:
+                log.warning("claim_failed", epoch=result.epoch, index=result.index, reason=result.error)
+        log.info("claims", epoch=epoch, amount_paid=sum(r.amount for r in results),
+                 this_round={s: sum(r.status == s for r in results) for s in sorted({r.status for r in results})},
+                 total=self.statistics())
+
+
 # -- the agent ---------------------------------------------------------------------------------
 HostOpener = Callable[..., AbstractAsyncContextManager[Transport]]
 
@@ -425,9 +507,11 @@ async def run_provider(options: ProviderOptions, spec: NetworkSpec, *,
     Raises ProviderConfigError for operator mistakes, before serving anything.
     """
     seed = load_or_create_key(options.key_path)
-    parse_payout(options.payout, public_key(seed))
+    payout = parse_payout(options.payout, public_key(seed))
     microdegrees(options.lat, 90, "lat")
     microdegrees(options.lon, 180, "lon")
+    claimer = (AutoClaimer(spec, seed, payout, options.validator_url, options.rpc_url, now)
+               if options.auto_claim else None)
     if open_host is None:
         from p2p.host import open_libp2p_host
 
@@ -458,7 +542,10 @@ async def run_provider(options: ProviderOptions, spec: NetworkSpec, *,
                 await nursery.start(service.serve_data, listener)
                 nursery.start_soon(publish_registrations, transport, spec, make_registration,
                                    adopt, now)
-                log.info("provider_serving", multiaddr=multiaddr, data_port=data_port)
+                if claimer is not None:
+                    nursery.start_soon(claimer.run, name="auto_claim")
+                log.info("provider_serving", multiaddr=multiaddr, data_port=data_port,
+                         auto_claim=claimer is not None)
                 task_status.started(multiaddr)
     finally:
         await listener.aclose()

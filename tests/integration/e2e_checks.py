@@ -1,8 +1,10 @@
-"""Independent checks of a served epoch report: written from DESIGN §9 and the Solana wire
-format, without importing the code that produced the report (no proofs/, no validator/)."""
+"""Independent checks of a served epoch report: written from DESIGN §9, the pool program's
+README and the Solana wire format, without importing the code that produced the report (no
+proofs/, no validator/; solders only derives program addresses)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import struct
@@ -12,12 +14,10 @@ from typing import Any
 
 import base58
 from nacl.signing import VerifyKey
+from solders.pubkey import Pubkey
 
 HEADER = struct.Struct("<4sB3s32sQ32sIQ32s32s32s")
 RECORD = struct.Struct("<32s32sHIIIQH")
-ED25519_PROGRAM = "Ed25519SigVerify111111111111111111111111111"
-MEMO_PROGRAMS = {"Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo",
-                 "MemoSq4gqABAXKd9ThPPEXDnQpoSSV7vvh2pUMTkKqP"}
 
 
 def get_json(url: str, timeout: float = 3.0) -> tuple[int, Any]:
@@ -80,33 +80,78 @@ def check_report(report: dict[str, Any], network: dict[str, Any], config_digest:
     return {"epoch": epoch, "header_hash": message, "record_count": count}
 
 
-def check_posted(rpc_url: str, report: dict[str, Any], config_digest: str) -> None:
-    """Read the posting transaction back from the chain and check what it proves."""
+def account_data(rpc_url: str, address: str) -> bytes | None:
+    value = rpc(rpc_url, "getAccountInfo", [address, {"encoding": "base64",
+                                                      "commitment": "confirmed"}])["value"]
+    return None if value is None else base64.b64decode(value["data"][0])
+
+
+def _seeded(program_id: str, pool: str, tag: bytes, data: bytes) -> str:
+    """programs/pool/README.md: sha256(pool authority || tag + b64url(data) || program id)."""
+    program = Pubkey.from_string(program_id)
+    base = Pubkey.find_program_address([b"authority", bytes(Pubkey.from_string(pool))], program)[0]
+    seed = tag + base64.urlsafe_b64encode(data).rstrip(b"=")
+    return base58.b58encode(hashlib.sha256(bytes(base) + seed + bytes(program)).digest()).decode()
+
+
+def report_pda(program_id: str, pool: str, epoch: int, header_hash: bytes) -> str:
+    """The EpochReport address of (epoch, header)."""
+    return _seeded(program_id, pool, b"R", struct.pack("<Q", epoch) + header_hash[:15])
+
+
+def check_posted(rpc_url: str, report: dict[str, Any], network: dict[str, Any]) -> dict[str, int]:
+    """Read the pool's EpochReport account for this header back from the chain: accepted,
+    the same header, at least `threshold` distinct members counted. Returns its reserve
+    and claim totals (README layout: status at 268, signers at 270, reserved at 312)."""
     chain = report["chain"]
-    assert chain["status"] == "confirmed" and chain["tx"], chain
-    tx = rpc(rpc_url, "getTransaction",
-             [chain["tx"], {"encoding": "json", "commitment": "confirmed",
-                            "maxSupportedTransactionVersion": 0}])
-    assert tx is not None and tx["meta"]["err"] is None
-    message = tx["transaction"]["message"]
-    keys = message["accountKeys"]
-    programs = [keys[ix["programIdIndex"]] for ix in message["instructions"]]
-    assert ED25519_PROGRAM in programs and MEMO_PROGRAMS & set(programs)
-    header_hash = bytes.fromhex(report["header_sha256"])
-    for ix, program in zip(message["instructions"], programs):
-        data = base58.b58decode(ix["data"])
-        if program in MEMO_PROGRAMS:
-            assert data.decode() == (f"bwpool:v1:{config_digest[:8]}:{report['epoch']}:"
-                                     f"{header_hash.hex()}")
-        elif program == ED25519_PROGRAM:
-            count = data[0]
-            assert 1 <= count <= 8
-            served = {(s["signer"], s["signature"]) for s in report["signatures"]}
-            for i in range(count):
-                (sig_off, sig_ix, key_off, key_ix, msg_off, msg_size,
-                 msg_ix) = struct.unpack_from("<7H", data, 2 + 14 * i)
-                assert sig_ix == key_ix == msg_ix == 0xFFFF  # all inside this instruction
-                assert data[msg_off:msg_off + msg_size] == header_hash
-                key, sig = data[key_off:key_off + 32], data[sig_off:sig_off + 64]
-                VerifyKey(key).verify(header_hash, sig)
-                assert (base58.b58encode(key).decode(), sig.hex()) in served
+    assert chain["status"] == "confirmed", chain
+    header = bytes.fromhex(report["header"])
+    address = report_pda(network["pool_program_id"], network["pool_address"], report["epoch"],
+                         hashlib.sha256(header).digest())
+    data = account_data(rpc_url, address)
+    assert data is not None and len(data) == 384 and data[:8] == b"BWP:REPT", address
+    assert data[80:268] == header
+    status, signers = data[268], struct.unpack_from("<H", data, 270)[0]
+    assert status == 2 and signers >= network["threshold"], (status, signers)
+    reserved, claimed_total, claimed_count = struct.unpack_from("<QQI", data, 312)
+    return {"reserved": reserved, "claimed_total": claimed_total, "claimed_count": claimed_count}
+
+
+def claims_pda(program_id: str, pool: str, epoch: int, header_hash: bytes, chunk: int) -> str:
+    """The ClaimMap address of chunk `chunk` of (epoch, header)."""
+    return _seeded(program_id, pool, b"C", struct.pack("<Q", epoch) + header_hash[:14]
+                   + bytes([chunk]))
+
+
+def expected_payouts(rpc_url: str, url: str, network: dict[str, Any]) -> dict[str, int]:
+    """Per payout address: the sum of floor(reserved * weight / total_weight) over every
+    record of a served final report that the chain marks claimed (ClaimMap bit set), with
+    `reserved` read from the report's account and records from the validator's API; fraud
+    flags (0x005A) pay nothing."""
+    program, pool = network["pool_program_id"], network["pool_address"]
+    _, epochs = get_json(url + "/epochs")
+    owed: dict[str, int] = {}
+    for entry in epochs:
+        status, report = get_json(f"{url}/epochs/{entry['epoch']}")
+        if status != 200:
+            continue
+        header = bytes.fromhex(report["header"])
+        total = HEADER.unpack(header)[7]
+        digest = hashlib.sha256(header).digest()
+        data = account_data(rpc_url, report_pda(program, pool, report["epoch"], digest))
+        if data is None or data[268] != 2:
+            continue  # not accepted on chain: nothing can have been paid for it
+        reserved = struct.unpack_from("<Q", data, 312)[0]
+        bits = account_data(rpc_url, claims_pda(program, pool, report["epoch"], digest, 0))
+        for index, record in enumerate(report["records"]):
+            if bits is None or not bits[80 + index // 8] >> (index % 8) & 1:
+                continue
+            paid = 0 if record["weight"] == 0 or record["flags"] & 0x005A else \
+                reserved * record["weight"] // total
+            owed[record["payout"]] = owed.get(record["payout"], 0) + paid
+    return owed
+
+
+def token_balance(rpc_url: str, account: str) -> int:
+    answer = rpc(rpc_url, "getTokenAccountBalance", [account, {"commitment": "confirmed"}])
+    return int(answer["value"]["amount"])

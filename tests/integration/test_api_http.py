@@ -258,8 +258,9 @@ def test_network_is_the_spec_with_derived_values(world: World, port: int) -> Non
     assert [v["signing_key"] for v in body["validators"]] == \
         [b58(public_key(s)) for s in world.seeds]
     assert {k: v for k, v in body.items() if k not in ("n", "f", "threshold",
-                                                       "config_digest")} == \
+                                                       "config_digest", "pool")} == \
         json.loads(json.dumps(world.spec.to_dict()))
+    assert body["pool"] is None  # the spec names no pool (tests/integration/test_api_pool.py)
     assert all({"identity", "region", "name"} <= set(v) for v in body["validators"])
 
 
@@ -362,8 +363,13 @@ def test_providers_list_from_newest_report(world: World, port: int) -> None:
 def test_provider_detail_with_committee_and_registration(world: World, port: int) -> None:
     for i, provider in enumerate(world.providers):
         body = get(port, f"/providers/{b58(provider)}")
-        assert {k: v for k, v in body.items() if k not in ("committee", "registration")} == \
+        assert {k: v for k, v in body.items()
+                if k not in ("committee", "registration", "payouts", "payouts_error")} == \
             get(port, "/providers")[i]
+        # no pool in the spec: the store's half of every payout, the chain's fields null
+        assert body["payouts_error"] is None
+        assert [(p["epoch"], p["weight"], p["amount"], p["claimed"]) for p in body["payouts"]] == \
+            [(e, records_for(world, e)[i].weight, None, None) for e in sorted(FINAL_EPOCHS, reverse=True)]
         # validators 0..2 had their bundles named by the report; validator 3's is stored
         # but unused, so it is not part of what the report was built from
         members = [v for v in range(3) if measures(v, i)]

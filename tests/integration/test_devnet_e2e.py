@@ -6,6 +6,7 @@ Every served report is checked independently of the code that produced it (e2e_c
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -18,7 +19,13 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.integration.e2e_checks import check_posted, check_report, get_json
+from tests.integration.e2e_checks import (
+    check_posted,
+    check_report,
+    expected_payouts,
+    get_json,
+    token_balance,
+)
 
 EPOCH_SECONDS = 12
 N_VALIDATORS = 4
@@ -129,9 +136,28 @@ def test_devnet_reports_survive_a_validator_restart(devnet) -> None:  # noqa: AN
         report = latest(url)
         assert report is not None
         check_report(report, network, digest)
-        check_posted(rpc_url, report, digest)
+        check_posted(rpc_url, report, network)
     assert first["records"], "epoch 1 measured the registered providers"
     assert all(r["uptime_bps"] > 0 and r["down_kbps"] > 0 for r in first["records"])
+
+    # 1b. Providers claim by themselves (--auto-claim): each payout's token balance is exactly
+    # what the served records and the chain's reserves say it was owed for what it claimed.
+    payout_accounts = json.loads((data / "pool" / "pool.json").read_text())["payout_accounts"]
+    assert len(payout_accounts) == 6
+
+    def balances_match() -> dict[str, int] | None:
+        owed = expected_payouts(rpc_url, urls[0], network)
+        held = {payout: token_balance(rpc_url, account)
+                for payout, account in payout_accounts.items()}
+        if owed != expected_payouts(rpc_url, urls[0], network):
+            return None  # a claim landed while we read: read again
+        if set(owed) != set(payout_accounts) or any(v == 0 for v in owed.values()):
+            return None  # some provider has not claimed a paying epoch yet
+        return held if held == owed else None
+
+    paid = wait_for("every provider paid exactly what it was owed for its claims",
+                    balances_match, timeout=6 * EPOCH_SECONDS)
+    assert all(amount > 0 for amount in paid.values())
 
     # 2. Stop one validator: the other three keep finalizing.
     v3_pid = int((data / "v3" / "pid").read_text())

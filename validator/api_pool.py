@@ -6,7 +6,7 @@ request once the validator set's threshold is known:
 
 - `pool_info()` reads the Pool account once for its mint and vault and keeps them (they
   never change); until a read succeeds they are null;
-- `epoch(epoch, header_hash)` reads the epoch's EpochReport (the PDA of that header);
+- `epoch(epoch, header_hash)` reads the epoch's EpochReport (the seeded address of that header);
 - `payouts(rows)` reads, for up to 16 epochs, each report and the ClaimMap chunk holding the
   provider's bit, in one call.
 

@@ -4,7 +4,7 @@ The transaction layout: ``validator.chain_tx``; the program: ``programs/pool``; 
 table: ``validator.chain_ledger``.
 
 What "on chain" means. A report is on chain when the pool's `EpochReport` account for its
-header (PDA of pool, epoch, sha256(header)) says *accepted*, as read back from the chain,
+header (its seeded address: pool, epoch, sha256(header)) says *accepted*, as read back from the chain,
 never from our own records. The program accepts it once `threshold` distinct members of its
 stored validator set have signed (counted across as many posts as needed, by anyone), the
 epoch is above the last accepted one and `prev_header_hash` is the last accepted header's

@@ -18,7 +18,7 @@ Size: 661 + 110 k bytes (measured in tests: `validator.pool_program.max_signatur
 so at most 5 signatures fit in Solana's 1232-byte packet. A report of a network whose
 threshold exceeds 5 (n >= 8) is posted in parts; the EpochReport account accumulates them.
 
-Every post names the EpochReport PDA, so `getSignaturesForAddress(report PDA)` lists every
+Every post names the EpochReport account, so `getSignaturesForAddress(report)` lists every
 post of that header on any cluster.
 """
 

@@ -8,7 +8,7 @@ provider agent's `--auto-claim` both call it.
 The validator's API is not trusted. Its JSON is checked strictly (types, lengths, ranges,
 every record paying the address asked about) and anything else is `BadValidatorAnswer`,
 never a KeyError. What it cannot fake is checked by the chain: the report account is the
-PDA of the header hash it names, so a wrong header finds no accepted report
+address of the header hash it names, so a wrong header finds no accepted report
 (`not_accepted`); a wrong record or path makes the program refuse the claim in preflight
 (`failed`, with the program's error name, e.g. WrongMerklePath) and costs no fee.
 

@@ -73,12 +73,16 @@ from validator.chain_tx import (
     member_signatures,
     parse_post_transaction,
 )
+from validator.pool_client import PoolClientError, read_pool, read_reports, send_and_confirm
 from validator.pool_program import (
+    ClaimMapState,
     EpochReportState,
     PoolFormatError,
     PoolState,
     ValidatorSetState,
+    close_epoch_ix,
     error_name,
+    report_chunks,
 )
 
 __all__ = [
@@ -476,6 +480,49 @@ class ChainPoster:
                                    landed.error, self._clock())
         self.last_error = landed.error
         return self._outcome(report, run, "failed", sig, landed.slot, landed.error)
+
+    async def close_finished(self) -> list[int]:
+        """Send `close_epoch` for every report of the pool that may close now: accepted ones
+        whose claim window has passed (what they did not pay returns to the unreserved
+        balance, rent to their posters) and tallies that can never be accepted. Anyone may;
+        the node asks one validator per epoch. Returns the epochs closed; a refusal is
+        noted in `last_error`, never raised."""
+        closed: list[int] = []
+        try:
+            target = await self.target()
+            pool = (await read_pool(self.client, target.program_id, target.pool)).state
+            reports = await read_reports(self.client, target.program_id, target.pool)
+        except (_Terminal, _Retry, PoolClientError, PoolFormatError) as exc:
+            self.last_error = f"close_epoch: {exc}"
+            return closed
+        for address, report in reports:
+            if not self._closable(report, pool):
+                continue
+            try:  # one report's trouble does not keep the others open
+                chunk_addresses = report_chunks(target.program_id, report)
+                chunks = []
+                for chunk, data in zip(chunk_addresses, await self._accounts(chunk_addresses)):
+                    if data is None:
+                        raise _Retry(f"claim map {chunk} of epoch {report.epoch} is missing")
+                    chunks.append((chunk, ClaimMapState.from_bytes(data).payer))
+                ix = close_epoch_ix(target.program_id, target.pool, address, report.poster, chunks)
+                await send_and_confirm(self.client, self.payer, [ix])
+                closed.append(report.epoch)
+            except (_Retry, PoolClientError, PoolFormatError) as exc:
+                self.last_error = f"close_epoch of epoch {report.epoch}: {exc}"
+            except RPCException as exc:
+                self.last_error = f"close_epoch of epoch {report.epoch}: {_rpc_text(exc)}"
+            except _TRANSPORT_ERRORS as exc:
+                self.last_error = f"close_epoch of epoch {report.epoch}: {_rpc_text(exc)}"
+        return closed
+
+    @staticmethod
+    def _closable(report: EpochReportState, pool: PoolState) -> bool:
+        if not pool.accepted_count:
+            return False
+        if report.accepted:
+            return pool.last_accepted_epoch >= report.epoch + pool.claim_window
+        return report.epoch <= pool.last_accepted_epoch
 
     async def _settle(self, sig: Signature, last_valid_block_height: int | None) -> _Landed | None:
         """Wait until `sig` is confirmed or failed (-> _Landed) or can never land (-> None).

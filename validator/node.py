@@ -412,6 +412,7 @@ class Validator:
             await bridge.run(poster.ensure_funded, MIN_PAYER_LAMPORTS)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._rescan_posts)
+            nursery.start_soon(self._close_loop, bridge, poster)
             async for epoch in self._post_recv:
                 final = self.store.final(epoch)
                 entry = self._ledger.get(epoch)
@@ -440,6 +441,20 @@ class Validator:
                     except trio.WouldBlock:
                         break
             await trio.sleep(self.spec.epoch_seconds)
+
+    async def _close_loop(self, bridge: Any, poster: ChainPoster) -> None:
+        """Once per epoch, the epoch's first leader closes what may close on chain (claim
+        windows passed, tallies that lost): unclaimed budget goes back to the pool."""
+        while True:
+            await trio.sleep(self.spec.epoch_seconds)
+            epoch = self.spec.epoch_at(self.now())
+            order = list(assignment.leader_order(self.spec, self.core.epoch_seed(epoch)))
+            if order and order[0] == self.core.me:
+                closed = await bridge.run(poster.close_finished)
+                if closed:
+                    log.info("epochs_closed", epochs=closed)
+                elif poster.last_error and poster.last_error.startswith("close_epoch"):
+                    log.warning("close_failed", error=poster.last_error)
 
     async def _stagger(self, epoch: int) -> None:
         """The epoch's first leader posts at once; the others wait their turn, so that usually

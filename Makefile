@@ -11,12 +11,15 @@ $(BIN)/.installed: pyproject.toml
 	@# From Debian: clang-14 (builds the pool program for the Solana VM), iperf3 (the
 	@# reference for throughput benchmarks) and iproute2 (netns, tc). Without root they are
 	@# skipped, and the tests that need them skip with the reason.
+	@# prometheus brings promtool, which checks deploy/prometheus.yml (no recommends: no daemons).
 	@if ! command -v iperf3 >/dev/null || ! command -v tc >/dev/null \
-	    || ! command -v clang-14 >/dev/null; then \
+	    || ! command -v clang-14 >/dev/null || ! command -v promtool >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 iproute2 clang-14 >/dev/null; \
-	  else echo "note: iperf3/iproute2/clang-14 missing and not root: their tests will skip"; fi; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 iproute2 clang-14 >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      prometheus >/dev/null; \
+	  else echo "note: iperf3/iproute2/clang-14/promtool missing and not root: their tests will skip"; fi; \
 	fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

@@ -4,10 +4,13 @@
                                       [--data-dir D] [--keep]
 
 Prints one line per kill, then the kill moments by phase and by second into the epoch, every
-violation in full, and last one line of ``key=value`` pairs: kills, epochs, finals,
-double_signatures, lost_finals, double_posts_per_payer, multi_post_epochs (and more).
-Exit code 1 if any safety check failed. The data directory (logs: D/v{i}/log.txt) is kept
-when something failed or with --keep; the verdict is also written to D/../verdict.json.
+violation in full, and last one line of ``key=value`` pairs: kills, epochs, finals, accepted,
+then the violations (double_signatures, lost_finals, double_posts_per_payer,
+reports_accepted_twice, double_claims, payout_mismatches, conflicting_finals, bad_signatures,
+ledger_problems, evidence) and the figures (claims, claimed, accepted_unclaimed, and more;
+benchmarks/README.md says what each means). Exit code 1 if any safety check failed. The data
+directory (logs: D/v{i}/log.txt, D/p{j}/log.txt) is kept when something failed or with
+--keep; the verdict is also written to D/../verdict.json.
 """
 
 from __future__ import annotations
@@ -65,8 +68,10 @@ def main() -> int:
     print(f"final epochs sampled at each kill: {list(verdict.finals_during_kills)}")
     for violation in verdict.violations:
         print(f"VIOLATION {violation}")
-    if verdict.unposted_finals:
-        print(f"final but not posted on chain: epochs {verdict.unposted_finals}")
+    for line in verdict.unparsed_pool_txs:
+        print(f"pool-program transaction neither post nor claim: {line}")
+    if verdict.unaccepted_finals:
+        print(f"final but not accepted on chain: epochs {verdict.unaccepted_finals}")
     ok = not verdict.violations
     if ok and not args.keep:
         shutil.rmtree(root, ignore_errors=True)

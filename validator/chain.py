@@ -374,7 +374,7 @@ class ChainPoster:
             view = await self.read(report)
             run.on_chain = len(view.counted)
             if view.report is not None and view.report.accepted:
-                return self._confirmed(report, run, view.report)
+                return await self._confirmed(report, run, view.report)
             self._check_acceptable(report, view.pool)
             missing = [(pk, sig) for pk, sig in member_signatures(report, self._members)
                        if pk not in view.counted]
@@ -444,13 +444,22 @@ class ChainPoster:
         return PostOutcome(report.epoch, status, tx, slot, error, source, tuple(run.sent),
                            run.on_chain, run.need)
 
-    def _confirmed(self, report: ReportPost, run: _Run, state: EpochReportState) -> PostOutcome:
+    async def _accepting_post(self, report: ReportPost, slot: int) -> str | None:
+        """The successful post of this report's account in the slot that accepted it."""
+        address = (await self.target()).report_address(report)
+        listed = (await self.client.get_signatures_for_address(
+            address, limit=1000, commitment=Confirmed)).value
+        return next((str(item.signature) for item in listed
+                     if item.slot == slot and item.err is None), None)
+
+    async def _confirmed(self, report: ReportPost, run: _Run,
+                         state: EpochReportState) -> PostOutcome:
         run.on_chain = state.signer_count
         if run.mine is not None:
             tx, slot, source = run.mine
-        else:
-            row = self.ledger.get(report.epoch)
-            tx, slot, source = (row.tx if row else None), state.accepted_slot, "chain"
+        else:  # accepted by others' posts: name the one that reached the threshold
+            slot, source = state.accepted_slot, "chain"
+            tx = await self._accepting_post(report, slot)
         self.ledger.record_outcome(report.epoch, report.header_sha256, "confirmed", tx, slot,
                                    None, self._clock())
         return self._outcome(report, run, "confirmed", tx, slot, None, source)

@@ -213,8 +213,8 @@ def parse_post_transaction(tx: Any, program_id: Pubkey) -> tuple[int, bytes, lis
         program, data = programs[i]
         before, ed_data = programs[i - 1]
         if program == program_id and data[:1] == bytes([Ix.POST_REPORT]) \
-                and len(data) == 2 + HEADER_SIZE and before == ED25519_PROGRAM_ID:
-            header = data[2:]
+                and len(data) == 1 + HEADER_SIZE and before == ED25519_PROGRAM_ID:
+            header = data[1:]
             message, pairs = parse_ed25519(ed_data)
             digest = hashlib.sha256(header).digest()
             if message != digest:

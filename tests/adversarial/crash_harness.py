@@ -4,9 +4,11 @@ read only what is on disk and on chain.
 Shared by ``tests/adversarial/test_sigkill.py`` (a short run in the suite) and
 ``benchmarks/sigkill_soak.py`` (hundreds of kills).
 
-The network is the devnet's layout (``validator.devnet.write_network`` / ``plan_children``:
-D/network.toml, D/v{i}/config.toml, D/v{i}/validator.sqlite, D/v{i}/log.txt), but the harness
-starts every child itself so that it owns each validator process. One kill:
+The network is the devnet's (``validator.devnet``: ``write_network``, ``plan_children`` and
+``set_up_pool``: D/network.toml, D/pool/pool.json, D/v{i}/config.toml, D/v{i}/validator.sqlite,
+D/v{i}/log.txt; a local chain with the pool program loaded, a funded pool, providers with
+``--auto-claim``), but the harness starts every child itself so that it owns each validator
+process. One kill:
 
 1. pick a validator (``random.Random(seed)``), wait a uniform time inside one epoch, so kills
    land while probing, signing, writing SQLite and posting alike;
@@ -19,44 +21,86 @@ starts every child itself so that it owns each validator process. One kill:
 At most f = 1 validator is down at a time: the next kill starts only after the restart.
 
 The verdict (``verify``) trusts nothing the validators compute beyond the on-disk schema
-(``store.py``'s ``signed_headers``/``final_reports``/``evidence``, ``chain.py``'s
-``chain_posts``): ed25519 signatures are re-verified with nacl over sha256(header); posts are
-read back from the local chain over JSON-RPC (every payer's address and the network's report
-log) and parsed from the Solana wire format here.
+(``store.py``'s ``signed_headers``/``final_reports``/``evidence``, ``chain_ledger.py``'s
+``chain_posts``) and the pool program's layouts and logs: ed25519 signatures are re-verified
+with nacl over sha256(header); the pool, its open EpochReport accounts, every post, claim and
+close and the token balances are read back from the local chain over JSON-RPC
+(``crash_chain``; the checks are ``crash_verdict``). With all processes but the chain
+stopped, it checks:
+
+- safety of signing: no signer signed two headers of one epoch (signed_headers, finals,
+  posts), every final is the same everywhere and on chain, every signature verifies;
+- crash safety of the disk: no final or signed_headers row lost across a kill;
+- posting: no payer landed one member's signature twice for one epoch; every ledger row
+  "confirmed" names a header the chain accepted; every post that landed from a validator's
+  payer is in its ledger (recorded before sending: at least as many attempts);
+- the pool (``reports_accepted_twice``): every epoch accepted once, by one transaction
+  (the post whose log says "report accepted"); the pool's accepted_count is the number of
+  acceptances; the accepted headers form one chain by prev_header_hash from the pool's start
+  to its head; an open report account agrees with its acceptance (header, reserved,
+  accepted_seq); a report no longer open was closed by close_epoch after its claim window
+  (the validators close finished epochs);
+- claims (``double_claims``, ``payout_mismatches``): no (report, record index) paid twice,
+  none paid from a report closed before it; each token account holds exactly the sum of
+  ``record_payout(reserved, record, total_weight)`` over its successful claims, which is
+  what each claim's log says; open reports' claimed_total/claimed_count, closed reports'
+  released amount, the pool's total_paid and reserved_outstanding agree with them, and
+  vault + paid is the supply. An accepted report nobody claimed is fine (counted in
+  ``accepted_unclaimed``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
-import re
 import signal
-import sqlite3
-import struct
 import subprocess
+import sys
 import time
 import tomllib
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import base58
-import msgpack
-from nacl.exceptions import BadSignatureError
-from nacl.signing import SigningKey, VerifyKey
-from solders.pubkey import Pubkey
+from nacl.signing import SigningKey
 
-from tests.integration.e2e_checks import ED25519_PROGRAM, HEADER, MEMO_PROGRAMS, get_json, rpc
+from tests.adversarial.crash_chain import (
+    ChainClaim,
+    ChainClose,
+    ChainPost,
+    ChainView,
+    read_chain,
+)
+from tests.adversarial.crash_verdict import (
+    Accepted,
+    DbView,
+    FinalRow,
+    Member,
+    PostRow,
+    Verdict,
+    _b58,
+    check_claims,
+    check_posts,
+    check_reports,
+    check_signatures,
+    final_epochs,
+    read_db,
+)
+from tests.integration.e2e_checks import get_json, rpc
 from tests.integration.test_devnet_e2e import free_port_block
-from validator.devnet import Child, DevnetOptions, _set_parent_death_signal, plan_children, \
-    write_network
+from validator.devnet import (
+    Child,
+    DevnetOptions,
+    _set_parent_death_signal,
+    plan_children,
+    set_up_pool,
+    write_network,
+)
 
-MEMO_V1 = "Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo"
-REPORT_LOG_SEED = b"bwpool-report-log"
-MEMO_RE = re.compile(r"bwpool:v1:([0-9a-f]{8}):(0|[1-9][0-9]*):([0-9a-f]{64})")
+AUTO_CLAIM_FLAGS = {"--auto-claim": 0, "--validator": 1, "--rpc-url": 1}  # flag: values after it
 Progress = Callable[[str], None]
 
 
@@ -78,154 +122,7 @@ class CrashOptions:
     first_final_timeout: float = 120.0
 
 
-# -- reading the disk -----------------------------------------------------------------------
-@dataclass(frozen=True)
-class FinalRow:
-    epoch: int
-    header: bytes
-    header_hash: bytes
-    signatures: tuple[tuple[bytes, bytes], ...]
-
-
-@dataclass(frozen=True)
-class PostRow:
-    epoch: int
-    header_sha256: bytes
-    status: str
-    tx: str | None
-
-
-@dataclass(frozen=True)
-class DbView:
-    """One validator's SQLite file as it is on disk (opened read-only)."""
-
-    signed_headers: dict[int, bytes]
-    finals: dict[int, FinalRow]
-    posts: dict[int, PostRow]
-    evidence: tuple[tuple[str, int, bytes], ...]  # (kind, epoch, offender)
-
-
-def _tables(conn: sqlite3.Connection) -> set[str]:
-    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-
-
-def read_db(path: Path) -> DbView:
-    """Read-only, in one read transaction; an absent file is an empty view."""
-    if not path.exists():
-        return DbView({}, {}, {}, ())
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        conn.execute("PRAGMA busy_timeout=10000")
-        conn.execute("BEGIN")
-        tables = _tables(conn)
-        signed = dict(conn.execute("SELECT epoch, header_hash FROM signed_headers")) \
-            if "signed_headers" in tables else {}
-        finals = {}
-        if "final_reports" in tables:
-            for epoch, header, header_hash, sigs in conn.execute(
-                    "SELECT epoch, header, header_hash, signatures FROM final_reports"):
-                pairs = tuple((bytes(s), bytes(g)) for s, g in msgpack.unpackb(sigs))
-                finals[epoch] = FinalRow(epoch, bytes(header), bytes(header_hash), pairs)
-        posts = {}
-        if "chain_posts" in tables:
-            for epoch, digest, status, tx in conn.execute(
-                    "SELECT epoch, header_sha256, status, tx FROM chain_posts"):
-                posts[epoch] = PostRow(epoch, bytes(digest), status, tx)
-        evidence: tuple[tuple[str, int, bytes], ...] = ()
-        if "evidence" in tables:
-            evidence = tuple((k, e, bytes(o)) for k, e, o in conn.execute(
-                "SELECT kind, epoch, offender FROM evidence"))
-        conn.execute("COMMIT")
-        return DbView(signed, finals, posts, evidence)
-    finally:
-        conn.close()
-
-
-def final_epochs(path: Path) -> dict[int, bytes]:
-    """{epoch: header_hash} of the final reports in one SQLite file."""
-    return {e: f.header_hash for e, f in read_db(path).finals.items()}
-
-
-# -- reading the chain ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class ChainPost:
-    tx: str
-    slot: int
-    payer: str  # base58, the fee payer (first account key)
-    epoch: int
-    header_hash: bytes
-    digest_prefix: str  # the memo's 8 hex characters of the config digest
-    ok: bool  # landed without error
-    signatures: tuple[tuple[bytes, bytes], ...]  # (pubkey, signature) from the Ed25519 ix
-
-
-def report_log_address(config_digest: bytes) -> str:
-    """The program-derived address every post references (seeds: prefix, digest; Memo v1)."""
-    address, _ = Pubkey.find_program_address([REPORT_LOG_SEED, config_digest],
-                                             Pubkey.from_string(MEMO_V1))
-    return str(address)
-
-
-def parse_post(signature: str, tx: dict) -> ChainPost | None:
-    """A bwpool report post from a getTransaction (json) answer; None if it is not one."""
-    message = tx["transaction"]["message"]
-    keys = message["accountKeys"]
-    memo: re.Match[str] | None = None
-    pairs: list[tuple[bytes, bytes]] = []
-    for ix in message["instructions"]:
-        program = keys[ix["programIdIndex"]]
-        data = base58.b58decode(ix["data"])
-        if program in MEMO_PROGRAMS:
-            memo = MEMO_RE.fullmatch(data.decode(errors="replace"))
-        elif program == ED25519_PROGRAM and data:
-            for i in range(data[0]):
-                sig_off, _, key_off, _, _, _, _ = struct.unpack_from("<7H", data, 2 + 14 * i)
-                pairs.append((data[key_off:key_off + 32], data[sig_off:sig_off + 64]))
-    if memo is None:
-        return None
-    return ChainPost(signature, tx["slot"], keys[0], int(memo.group(2)),
-                     bytes.fromhex(memo.group(3)), memo.group(1), tx["meta"]["err"] is None,
-                     tuple(pairs))
-
-
-def read_chain_posts(rpc_url: str, addresses: list[str]) -> dict[str, ChainPost]:
-    """Every report post that references one of ``addresses``, by transaction signature."""
-    posts: dict[str, ChainPost] = {}
-    seen: set[str] = set()
-    for address in addresses:
-        before: str | None = None
-        while True:
-            config: dict = {"limit": 1000, "commitment": "confirmed"}
-            if before is not None:
-                config["before"] = before
-            page = rpc(rpc_url, "getSignaturesForAddress", [address, config])
-            for item in page:
-                sig = item["signature"]
-                if sig in seen:
-                    continue
-                seen.add(sig)
-                tx = rpc(rpc_url, "getTransaction",
-                         [sig, {"encoding": "json", "commitment": "confirmed",
-                                "maxSupportedTransactionVersion": 0}])
-                post = None if tx is None else parse_post(sig, tx)
-                if post is not None:
-                    posts[sig] = post
-            if len(page) < 1000:
-                break
-            before = page[-1]["signature"]
-    return posts
-
-
 # -- the network of processes ---------------------------------------------------------------
-@dataclass(frozen=True)
-class Member:
-    name: str
-    folder: Path
-    url: str
-    signing_key: bytes
-    payer: str  # base58
-
-
 def _pubkey_of(key_file: Path) -> bytes:
     return SigningKey(bytes.fromhex(key_file.read_text().strip())).verify_key.encode()
 
@@ -239,6 +136,25 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def _alive(process: subprocess.Popen[bytes] | None) -> bool:
     return process is not None and process.poll() is None
+
+
+def _provider_has_auto_claim() -> bool:
+    """Whether this build's `validator provide` takes --auto-claim (being added elsewhere)."""
+    out = subprocess.run([sys.executable, "-m", "validator.cli", "provide", "--help"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    return "--auto-claim" in out.stdout
+
+
+def _without_auto_claim(argv: list[str]) -> list[str]:
+    out, skip = [], 0
+    for arg in argv:
+        if skip:
+            skip -= 1
+        elif arg in AUTO_CLAIM_FLAGS:
+            skip = AUTO_CLAIM_FLAGS[arg]
+        else:
+            out.append(arg)
+    return out
 
 
 class CrashNetwork:
@@ -257,6 +173,9 @@ class CrashNetwork:
         self.members: list[Member] = []
         self.spec: dict = {}
         self.config_digest = b""
+        self.pool: dict = {}  # D/pool/pool.json: program_id, pool, mint, vault, payout_accounts
+        self.providers: list[str] = []  # provider keys (base58): they pay their claims' fees
+        self.auto_claim = False
         self.starts: Counter[str] = Counter()
 
     # -- life cycle ------------------------------------------------------------------------
@@ -285,15 +204,35 @@ class CrashNetwork:
                 base58.b58encode(_pubkey_of(folder / "payer.key")).decode()))
         listed = {base58.b58decode(v["signing_key"]) for v in self.spec["validators"]}
         assert listed == {m.signing_key for m in self.members}, "spec and key files disagree"
+        self.providers = [base58.b58encode(_pubkey_of(self.options.data_dir / f"p{j}" /
+                                                      "provider.key")).decode()
+                          for j in range(self.options.providers)]
+        self.auto_claim = _provider_has_auto_claim()
+        if not self.auto_claim:
+            self.progress("note: `validator provide` has no --auto-claim here; providers run "
+                          "without it (no claims: the claim checks see none)")
+            for name in self.provider_names:
+                child = self.children[name]
+                child.argv = _without_auto_claim(child.argv)
         self._spawn(self.children["chain"])
         self._wait(lambda: self._rpc_ok(), 30, "the local chain", self.children["chain"])
+        self.pool = set_up_pool(self.devnet, network)  # as `validator devnet` does
         for name, child in self.children.items():
             if name != "chain":
                 self._spawn(child)
         for member in self.members:
             self.wait_serving(member.name)
+        for name in self.provider_names:  # a provider that exits at once was refused a flag
+            child = self.children[name]
+            if not _alive(child.process):
+                raise HarnessError(f"{name} exited with code {child.process.poll()}; "  # type: ignore[union-attr]
+                                   f"{child.log_path} ends:\n{_tail(child.log_path)}")
         _, status = get_json(self.members[0].url + "/status")
         self.config_digest = bytes.fromhex(status["config_digest"])
+
+    @property
+    def provider_names(self) -> list[str]:
+        return [f"p{j}" for j in range(self.options.providers)]
 
     def _spawn(self, child: Child) -> None:
         self.starts[child.name] += 1
@@ -368,14 +307,17 @@ class CrashNetwork:
                 time.sleep(1.0)
         raise AssertionError("unreachable")
 
-    def stop_validators(self) -> None:
-        for member in self.members:
-            process = self.children[member.name].process
+    def stop_all_but_the_chain(self) -> None:
+        """SIGTERM providers and validators (then SIGKILL what is left after 15 s): nothing
+        sends to the chain any more, so what is read from it next stays true."""
+        names = self.provider_names + [m.name for m in self.members]
+        for name in names:
+            process = self.children[name].process
             if _alive(process):
                 assert process is not None
                 process.terminate()
-        for member in self.members:
-            process = self.children[member.name].process
+        for name in names:
+            process = self.children[name].process
             if process is not None:
                 try:
                     process.wait(timeout=15)
@@ -498,169 +440,21 @@ def kill_once(net: CrashNetwork, rng: random.Random, index: int) -> KillRecord:
     return replace(record, lost_after_restart=lost)
 
 
-# -- the verdict ----------------------------------------------------------------------------
-@dataclass
-class Verdict:
-    kills: int = 0
-    epochs: int = 0  # epochs that ended between genesis and the end of the run
-    finals: int = 0  # of those, how many are final somewhere
-    finals_during_kills: tuple[int, ...] = ()  # union final count sampled at every kill
-    double_signatures: list[str] = field(default_factory=list)
-    conflicting_finals: list[str] = field(default_factory=list)
-    bad_signatures: list[str] = field(default_factory=list)
-    lost_finals: list[str] = field(default_factory=list)  # and forgotten signed_headers
-    double_posts_per_payer: list[str] = field(default_factory=list)
-    ledger_problems: list[str] = field(default_factory=list)
-    evidence: list[str] = field(default_factory=list)
-    multi_post_epochs: int = 0
-    failed_posts: int = 0  # landed with an error (fee paid, report not proven)
-    unposted_finals: list[int] = field(default_factory=list)
-    unsettled_posts: int = 0  # ledger rows still "sending" after the validators stopped
-    restart_retries: int = 0
-    phases: Counter[str] = field(default_factory=Counter)
-    seconds_into_epoch: Counter[int] = field(default_factory=Counter)  # kill moments
-    last_events: Counter[str] = field(default_factory=Counter)  # victims' last log event
-    seconds: float = 0.0
-
-    @property
-    def violations(self) -> list[str]:
-        return (self.double_signatures + self.conflicting_finals + self.bad_signatures
-                + self.lost_finals + self.double_posts_per_payer + self.ledger_problems
-                + self.evidence)
-
-    def line(self) -> str:
-        figures = {
-            "kills": self.kills, "epochs": self.epochs, "finals": self.finals,
-            "double_signatures": len(self.double_signatures),
-            "lost_finals": len(self.lost_finals),
-            "double_posts_per_payer": len(self.double_posts_per_payer),
-            "multi_post_epochs": self.multi_post_epochs,
-            "conflicting_finals": len(self.conflicting_finals),
-            "bad_signatures": len(self.bad_signatures),
-            "ledger_problems": len(self.ledger_problems), "evidence": len(self.evidence),
-            "failed_posts": self.failed_posts, "unposted_finals": len(self.unposted_finals),
-            "unsettled_posts": self.unsettled_posts, "restart_retries": self.restart_retries,
-            "seconds": round(self.seconds),
-        }
-        return " ".join(f"{k}={v}" for k, v in figures.items())
-
-
-def check_signatures(verdict: Verdict, members: list[Member], views: dict[str, DbView],
-                     posts: dict[str, ChainPost], threshold: int) -> None:
-    """No signer has valid signatures on two header hashes for one epoch, anywhere; every
-    validator's final header for an epoch is the same."""
-    keys = {m.signing_key for m in members}
-    signed: dict[tuple[bytes, int], dict[bytes, str]] = defaultdict(dict)  # -> hash: where
-    for member in members:
-        view = views[member.name]
-        for epoch, header_hash in view.signed_headers.items():
-            signed[(member.signing_key, epoch)].setdefault(header_hash,
-                                                           f"{member.name}.signed_headers")
-        for epoch, final in view.finals.items():
-            where = f"{member.name}.final_reports[{epoch}]"
-            if hashlib.sha256(final.header).digest() != final.header_hash:
-                verdict.bad_signatures.append(f"{where}: header_hash is not sha256(header)")
-                continue
-            fields = HEADER.unpack(final.header)
-            if fields[4] != epoch or fields[0] != b"BWPR":
-                verdict.bad_signatures.append(f"{where}: header names epoch {fields[4]}")
-            valid = set()
-            for signer, sig in final.signatures:
-                try:
-                    VerifyKey(signer).verify(final.header_hash, sig)
-                except (BadSignatureError, ValueError):
-                    verdict.bad_signatures.append(f"{where}: bad signature by "
-                                                  f"{base58.b58encode(signer).decode()}")
-                    continue
-                signed[(signer, epoch)].setdefault(final.header_hash, where)
-                valid.add(signer)
-            if len(valid & keys) < threshold:
-                verdict.bad_signatures.append(f"{where}: {len(valid & keys)} member "
-                                              f"signatures, below threshold {threshold}")
-    for post in posts.values():
-        if not post.ok:
-            continue
-        for pubkey, sig in post.signatures:  # the chain verified these; we do again
-            try:
-                VerifyKey(pubkey).verify(post.header_hash, sig)
-            except (BadSignatureError, ValueError):
-                verdict.bad_signatures.append(f"tx {post.tx}: bad signature")
-                continue
-            signed[(pubkey, post.epoch)].setdefault(post.header_hash, f"tx {post.tx}")
-    for (signer, epoch), hashes in sorted(signed.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        if len(hashes) > 1:
-            detail = ", ".join(f"{h.hex()} in {w}" for h, w in hashes.items())
-            verdict.double_signatures.append(
-                f"epoch {epoch} signer {base58.b58encode(signer).decode()}: {detail}")
-    by_epoch: dict[int, dict[bytes, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for name, view in views.items():
-        for epoch, final in view.finals.items():
-            by_epoch[epoch][final.header_hash].append(name)
-    for post in posts.values():
-        if post.ok:
-            by_epoch[post.epoch][post.header_hash].append(f"tx {post.tx}")
-    for epoch, hashes in sorted(by_epoch.items()):
-        if len(hashes) > 1:
-            verdict.conflicting_finals.append(f"epoch {epoch}: " + "; ".join(
-                f"{h.hex()} held by {', '.join(w)}" for h, w in hashes.items()))
-
-
-def check_posts(verdict: Verdict, members: list[Member], views: dict[str, DbView],
-                posts: dict[str, ChainPost], digest: bytes) -> None:
-    """No payer posts one epoch's signature twice; each ledger names a confirmed tx.
-
-    A report whose threshold exceeds 7 signatures is posted in parts (validator.chain), so
-    one payer may land several posts for an epoch; a double post is the same member's
-    signature landing twice from one payer (with one part per report, a second post)."""
-    ours = [p for p in posts.values() if p.digest_prefix == digest[:4].hex()]
-    verdict.failed_posts = sum(1 for p in ours if not p.ok)
-    per_payer: dict[tuple[int, str], list[ChainPost]] = defaultdict(list)
-    per_epoch: dict[int, list[ChainPost]] = defaultdict(list)
-    for post in ours:
-        if post.ok:
-            per_payer[(post.epoch, post.payer)].append(post)
-            per_epoch[post.epoch].append(post)
-    names = {m.payer: m.name for m in members}
-    for (epoch, payer), landed in sorted(per_payer.items()):
-        keys = [pubkey for post in landed for pubkey, _ in post.signatures]
-        if len(landed) > 1 and len(set(keys)) < len(keys):
-            verdict.double_posts_per_payer.append(
-                f"epoch {epoch} payer {payer} ({names.get(payer, 'stranger')}): "
-                + ", ".join(f"{p.tx} slot {p.slot}" for p in landed))
-    verdict.multi_post_epochs = sum(1 for landed in per_epoch.values() if len(landed) > 1)
-    for member in members:
-        view = views[member.name]
-        for epoch, row in sorted(view.posts.items()):
-            if row.status == "sending":
-                verdict.unsettled_posts += 1
-            if row.status != "confirmed":
-                continue
-            post = posts.get(row.tx or "")
-            if post is None or not post.ok or post.epoch != epoch \
-                    or post.header_hash != row.header_sha256:
-                verdict.ledger_problems.append(
-                    f"{member.name} epoch {epoch}: ledger says confirmed by {row.tx}, chain "
-                    f"has {post}")
-        for (epoch, payer), landed in per_payer.items():
-            if payer != member.payer:
-                continue
-            row = view.posts.get(epoch)
-            if row is None or row.tx not in {p.tx for p in landed}:
-                verdict.ledger_problems.append(
-                    f"{member.name} epoch {epoch}: its own post {landed[0].tx} landed but its "
-                    f"ledger names {row.tx if row else 'nothing'} ({row.status if row else '-'})")
-
-
 def verify(net: CrashNetwork, records: list[KillRecord], end_epoch: int) -> Verdict:
-    """Read every SQLite file and the chain; the validators should be stopped by now."""
+    """Read every SQLite file and the chain; every process but the chain is stopped by now."""
     views = {m.name: read_db(net.db(m.name)) for m in net.members}
-    addresses = [report_log_address(net.config_digest)] + [m.payer for m in net.members]
-    posts = read_chain_posts(net.rpc_url, addresses)
+    pool = net.pool
+    chain = read_chain(net.rpc_url, str(pool["program_id"]), str(pool["pool"]),
+                       [m.payer for m in net.members] + net.providers,
+                       list(pool["payout_accounts"].values()))
     n = len(net.members)
     threshold = (n + (n - 1) // 3) // 2 + 1
-    verdict = Verdict(kills=len(records))
-    check_signatures(verdict, net.members, views, posts, threshold)
-    check_posts(verdict, net.members, views, posts, net.config_digest)
+    verdict = Verdict(kills=len(records), auto_claim=net.auto_claim,
+                      unparsed_pool_txs=list(chain.unparsed))
+    accepted = check_reports(verdict, chain)
+    check_signatures(verdict, net.members, views, chain.posts, threshold, accepted)
+    check_posts(verdict, net.members, views, chain.posts, accepted)
+    check_claims(verdict, chain, accepted, int(pool["supply"]))
     for record in records:
         verdict.lost_finals.extend(record.lost_after_restart)
         for line in lost_after(record, views[record.victim]):
@@ -673,12 +467,11 @@ def verify(net: CrashNetwork, records: list[KillRecord], end_epoch: int) -> Verd
     for name, view in views.items():
         for kind, epoch, offender in view.evidence:
             verdict.evidence.append(f"{name}: {kind} evidence, epoch {epoch}, offender "
-                                    f"{base58.b58encode(offender).decode()}")
+                                    f"{_b58(offender)}")
     final = {e for v in views.values() for e in v.finals}
-    posted = {p.epoch for p in posts.values() if p.ok}
     verdict.epochs = max(0, end_epoch)
     verdict.finals = len({e for e in final if e < end_epoch})
-    verdict.unposted_finals = sorted(final - posted)
+    verdict.unaccepted_finals = sorted(final - {a.epoch for a in accepted})
     return verdict
 
 
@@ -707,8 +500,9 @@ def run_crash_soak(options: CrashOptions, progress: Progress = print) -> Verdict
     records: list[KillRecord] = []
     samples: list[int] = []
     with CrashNetwork(options, progress) as net:
-        progress(f"network up: {len(net.members)} validators, {options.providers} providers, "
-                 f"{options.epoch_seconds} s epochs, chain {net.rpc_url}, data "
+        progress(f"network up: {len(net.members)} validators, {options.providers} providers"
+                 f"{' (auto-claim)' if net.auto_claim else ''}, {options.epoch_seconds} s "
+                 f"epochs, chain {net.rpc_url}, pool {net.pool['pool']}, data "
                  f"{options.data_dir}, seed {options.seed}")
         deadline = time.time() + options.first_final_timeout
         while not net.union_finals():
@@ -728,8 +522,7 @@ def run_crash_soak(options: CrashOptions, progress: Progress = print) -> Verdict
                         if record.lost_after_restart else ""))
         _settle(net, progress)
         end_epoch, _ = net.epoch_at(time.time())
-        net.stop_validators()
-        time.sleep(1.0)  # anything sent just before the stop lands within a slot or two
+        net.stop_all_but_the_chain()
         verdict = verify(net, records, end_epoch)
     verdict.finals_during_kills = tuple(samples)
     verdict.seconds = time.time() - started
@@ -745,6 +538,8 @@ def write_json(verdict: Verdict, path: Path) -> None:
     path.write_text(json.dumps(body, indent=2, default=str))
 
 
-__all__ = ["CrashNetwork", "CrashOptions", "HarnessError", "KillRecord", "Verdict",
-           "read_chain_posts", "read_db", "report_log_address", "run_crash_soak", "verify",
-           "write_json"]
+__all__ = ["Accepted", "ChainClaim", "ChainClose", "ChainPost", "ChainView", "CrashNetwork",
+           "CrashOptions", "DbView",
+           "FinalRow", "HarnessError", "KillRecord", "Member", "PostRow", "Verdict",
+           "check_claims", "check_posts", "check_reports", "check_signatures", "lost_after",
+           "read_db", "run_crash_soak", "verify", "write_json"]

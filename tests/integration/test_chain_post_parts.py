@@ -1,94 +1,43 @@
-"""Reports whose quorum needs more than one transaction (more than 7 signatures) on a real
-local chain: the signatures of several posts add up, across calls, restarts and validators.
+"""Reports whose threshold needs more than one post (more than 5 signatures) on the real pool
+program: the EpochReport account adds the parts up, across calls, restarts, validators and
+concurrent posters; a hundred validators take fourteen posts.
 
-Every landed post is read back independently (getSignaturesForAddress + getTransaction, parsed
-with `parse_post_transaction`) and each of its signatures is verified again with nacl.
+Every landed post is read back independently (`chain_posts` in test_chain_post) and each of
+its signatures is verified again with nacl.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from nacl.signing import VerifyKey
-from solana.rpc.async_api import AsyncClient
-from solana.rpc.commitment import Confirmed
-from solana.rpc.models import TxOpts
 from solders.keypair import Keypair
-from solders.transaction_status import UiTransaction
 
-from tests.integration.test_chain_post import funded_poster, signed_report
-from validator.bridge import AsyncioBridge
-from validator.chain import (
-    MAX_SIGNATURES_PER_TX,
-    ChainLedger,
-    ChainPoster,
-    ReportPost,
-    build_post_transaction,
-    member_signatures,
-    parse_post_transaction,
-    report_log_address,
+from tests.integration.test_chain_post import (
+    Landed,
+    chain_posts,
+    funded,
+    new_pool,
+    pool_state,
+    report_state,
+    restart,
+    send_by_hand,
 )
+from validator.bridge import AsyncioBridge
+from validator.chain import MAX_SIGNATURES_PER_TX, ChainPoster, member_signatures
+from validator.pool_program import post_parts
 
-RPC_METHODS = ("get_signatures_for_address", "get_transaction", "get_latest_blockhash",
-               "send_raw_transaction", "get_signature_statuses", "get_block_height")
+RPC_METHODS = ("get_multiple_accounts", "get_latest_blockhash", "send_raw_transaction",
+               "get_signature_statuses", "get_block_height", "get_transaction",
+               "get_signatures_for_address")
 
 
 class Crash(Exception):
     """Stands for the process dying at an injected point (nothing in chain.py catches it)."""
-
-
-@dataclass(frozen=True)
-class Landed:
-    tx: str
-    payer: str
-    keys: tuple[bytes, ...]  # in the order the Ed25519 instruction holds them
-
-
-def restart(poster: ChainPoster, url: str, db: Path, members: list[bytes]) -> ChainPoster:
-    """The same payer and ledger file in a new poster: what a restarted validator builds."""
-    return ChainPoster(url, poster.payer, ChainLedger(db), poll_interval=0.05,
-                       min_signatures=9, members=members)
-
-
-def keys_of(report: ReportPost) -> list[bytes]:
-    return [pubkey for pubkey, _ in report.signatures]
-
-
-async def log_posts(bridge: AsyncioBridge, url: str, report: ReportPost) -> list[Landed]:
-    """Successful posts of `report` in its report log, oldest first; every signature verified."""
-
-    async def fetch() -> list[Landed]:
-        out = []
-        async with AsyncClient(url, commitment=Confirmed) as client:
-            log = report_log_address(report.config_digest)
-            listed = (await client.get_signatures_for_address(log, limit=1000)).value
-            for item in reversed(listed):
-                if item.err is not None:
-                    continue
-                got = (await client.get_transaction(item.signature, "json", Confirmed, 0)).value
-                assert got is not None and got.transaction.meta is not None
-                assert got.transaction.meta.err is None
-                epoch, digest, pairs = parse_post_transaction(got)
-                if (epoch, digest) != (report.epoch, report.header_sha256):
-                    continue
-                for pubkey, sig in pairs:
-                    VerifyKey(pubkey).verify(digest, sig)
-                    assert (pubkey, sig) in report.signatures
-                ui_tx = got.transaction.transaction
-                assert isinstance(ui_tx, UiTransaction)  # "json" encoding
-                payer = str(ui_tx.message.account_keys[0])
-                out.append(Landed(str(item.signature), payer, tuple(pk for pk, _ in pairs)))
-        return out
-
-    return await bridge.run(fetch)
 
 
 def union(posts: list[Landed]) -> set[bytes]:
@@ -123,84 +72,44 @@ async def patch_client(
     return calls
 
 
-async def test_a_quorum_of_nine_lands_in_two_posts_and_is_found_again(
+async def test_a_hundred_validators_reach_sixty_seven_in_fourteen_posts(
     bridge: AsyncioBridge, chain_url: str, tmp_path: Path
 ) -> None:
-    with trio.fail_after(30):
-        report = signed_report(21, 13, seed=2113)
-        members = keys_of(report)
-        db = tmp_path / "a.sqlite"
-        poster = await funded_poster(bridge, chain_url, db, min_signatures=9, members=members)
-        outcome = await bridge.run(poster.post, report)
-        assert (outcome.status, outcome.source, outcome.error) == ("confirmed", "sent", None)
-        assert (outcome.on_chain, outcome.needed) == (9, 9)
-        assert len(outcome.sent) == 2 and outcome.tx == outcome.sent[-1]
-
-        posts = await log_posts(bridge, chain_url, report)
-        assert [p.tx for p in posts] == list(outcome.sent)
-        ordered = sorted(members)
-        assert [list(p.keys) for p in posts] == [ordered[:7], ordered[7:9]]  # sorted, no overlap
-        assert len(union(posts)) >= 9
-        row = poster.ledger.get(21)
-        assert row is not None and (row.status, row.tx, row.attempts) == ("confirmed",
-                                                                          outcome.tx, 2)
-
-        again = await bridge.run(poster.post, report)
-        assert (again.status, again.source, again.tx, again.sent) == ("confirmed", "ledger",
-                                                                      outcome.tx, ())
-        await bridge.run(poster.aclose)
-
-        restarted = ChainPoster(chain_url, poster.payer, ChainLedger(db), min_signatures=9,
-                                members=members)
-        assert (await bridge.run(restarted.post, report)).sent == ()
-        await bridge.run(restarted.aclose)
-
-        # Another validator (own payer, empty ledger): the union of both posts proves it.
-        other = await funded_poster(bridge, chain_url, tmp_path / "b.sqlite", min_signatures=9,
-                                    members=members)
-        theirs = await bridge.run(other.post, report)
-        assert (theirs.status, theirs.source, theirs.sent) == ("confirmed", "chain", ())
-        assert (theirs.tx, theirs.on_chain) == (outcome.sent[-1], 9)  # where the union hit 9
-        assert other.ledger.get(21).status == "confirmed"  # type: ignore[union-attr]
-        assert await log_posts(bridge, chain_url, report) == posts
-        await bridge.run(other.aclose)
-
-
-async def test_a_hundred_validators_post_sixty_seven_signatures_in_ten_posts(
-    bridge: AsyncioBridge, chain_url: str, tmp_path: Path
-) -> None:
-    """The union is read once, then only what is new: getTransaction is never asked for a
-    post of this call, and a later reader asks for each post once (not O(parts^2))."""
-    with trio.fail_after(60):
-        report = signed_report(22, 100, seed=22100)
-        members = keys_of(report)
-        poster = await funded_poster(bridge, chain_url, tmp_path / "a.sqlite", min_signatures=67,
-                                     members=members)
+    """The poster alone: 14 transactions sent (PostOutcome.sent), 13 of 5 signatures and one
+    of 2; the chain is read once per part (one getMultipleAccounts), never scanned."""
+    with trio.fail_after(120):
+        net = await new_pool(bridge, chain_url, 100, seed=22100)
+        assert net.threshold == 67
+        report = net.report(0)
+        poster = await funded(bridge, net.poster(tmp_path / "a.sqlite"))
         calls = await patch_client(bridge, poster)
-        started = time.monotonic()
+        started = trio.current_time()
         outcome = await bridge.run(poster.post, report)
-        took = time.monotonic() - started
-        parts = math.ceil(67 / MAX_SIGNATURES_PER_TX)
-        assert (outcome.status, outcome.on_chain, len(outcome.sent)) == ("confirmed", 67, parts)
+        took = trio.current_time() - started
+        parts = post_parts(67)
+        assert parts == 14
+        assert (outcome.status, outcome.source, outcome.on_chain) == ("confirmed", "sent", 67)
+        assert len(outcome.sent) == len(set(outcome.sent)) == parts
         assert calls["send_raw_transaction"] == calls["get_latest_blockhash"] == parts
-        assert calls["get_signatures_for_address"] == parts  # before each part, not after
-        assert calls["get_transaction"] == 0
-        print(f"\nn=100 need=67: {parts} transactions in {took:.2f}s, "
+        # two reads for the pool and its set (once), then one before each part and the last
+        assert calls["get_multiple_accounts"] == 2 + parts + 1
+        assert calls["get_transaction"] == calls["get_signatures_for_address"] == 0
+        print(f"\nn=100 threshold=67: {len(outcome.sent)} transactions in {took:.2f}s, "
               f"{sum(calls.values())} RPC calls {dict(calls)}")
 
-        posts = await log_posts(bridge, chain_url, report)
+        state = await report_state(bridge, net, report)
+        assert state is not None and state.accepted and state.signer_count == 67
+        posts = await chain_posts(bridge, net, report)
         assert [p.tx for p in posts] == list(outcome.sent)
-        assert [len(p.keys) for p in posts] == [7] * 9 + [4]
+        assert [len(p.keys) for p in posts] == [MAX_SIGNATURES_PER_TX] * 13 + [2]
         assert len(union(posts)) == sum(len(p.keys) for p in posts) == 67
+        assert union(posts) == set(sorted(net.members)[:67])
 
-        reader = await funded_poster(bridge, chain_url, tmp_path / "b.sqlite", min_signatures=67,
-                                     members=members)
+        reader = await funded(bridge, net.poster(tmp_path / "b.sqlite"))
         read = await patch_client(bridge, reader)
         theirs = await bridge.run(reader.post, report)
         assert (theirs.status, theirs.source, theirs.sent) == ("confirmed", "chain", ())
-        assert (read["get_signatures_for_address"], read["get_transaction"]) == (1, parts)
-        assert read["send_raw_transaction"] == 0
-        print(f"a later reader: {sum(read.values())} RPC calls {dict(read)}")
+        assert read["get_multiple_accounts"] == 3 and read["send_raw_transaction"] == 0
         for p in (poster, reader):
             await bridge.run(p.aclose)
 
@@ -208,37 +117,54 @@ async def test_a_hundred_validators_post_sixty_seven_signatures_in_ten_posts(
 async def test_a_second_poster_after_the_first_sends_nothing(
     bridge: AsyncioBridge, chain_url: str, tmp_path: Path
 ) -> None:
-    with trio.fail_after(30):
-        report = signed_report(23, 13, seed=2313)
-        members = keys_of(report)
-        first, second = [
-            await funded_poster(bridge, chain_url, tmp_path / f"{name}.sqlite", min_signatures=9,
-                                members=members)
-            for name in "ab"
-        ]
+    with trio.fail_after(60):
+        net = await new_pool(bridge, chain_url, 10, seed=2313)
+        report = net.report(0)
+        first, second = [await funded(bridge, net.poster(tmp_path / f"{name}.sqlite"))
+                         for name in "ab"]
         one = await bridge.run(first.post, report)
         two = await bridge.run(second.post, report)
         assert (one.status, len(one.sent)) == ("confirmed", 2)
-        assert (two.status, two.source, two.sent) == ("confirmed", "chain", ())
-        assert len(await log_posts(bridge, chain_url, report)) == 2
+        assert (two.status, two.source, two.sent, two.on_chain) == ("confirmed", "chain", (), 7)
+        assert len(await chain_posts(bridge, net, report)) == 2
         for p in (first, second):
             await bridge.run(p.aclose)
 
 
+async def test_another_validators_signatures_count_and_only_the_missing_are_sent(
+    bridge: AsyncioBridge, chain_url: str, tmp_path: Path
+) -> None:
+    """One validator's copy holds members 0-4 (posts them, short of 7); another's holds 3-9:
+    it sends 5 and 6 only. Strangers' pairs in a copy are never sent."""
+    with trio.fail_after(60):
+        net = await new_pool(bridge, chain_url, 10, seed=2410)
+        strangers = (await new_pool(bridge, chain_url, 4, seed=2411)).report(0)
+        ours = net.report(0, by=range(5), extra=strangers.signatures)
+        a = await funded(bridge, net.poster(tmp_path / "a.sqlite"))
+        short = await bridge.run(a.post, ours)
+        assert (short.status, short.on_chain, len(short.sent)) == ("failed", 5, 1)
+        b = await funded(bridge, net.poster(tmp_path / "b.sqlite"))
+        done = await bridge.run(b.post, net.report(0, by=range(3, 10)))
+        assert (done.status, done.source, done.on_chain, len(done.sent)) == ("confirmed", "sent",
+                                                                             7, 1)
+        posts = await chain_posts(bridge, net, ours)
+        assert [list(p.keys) for p in posts] == [net.members[:5], net.members[5:7]]
+        assert (posts[0].payer, posts[1].payer) == (str(a.payer.pubkey()), str(b.payer.pubkey()))
+        for p in (a, b):
+            await bridge.run(p.aclose)
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_concurrent_posters_may_duplicate_a_part_but_land_only_verified_signatures(
+async def test_concurrent_posters_end_accepted_and_never_land_a_key_twice_each(
     bridge: AsyncioBridge, chain_url: str, tmp_path: Path, seed: int
 ) -> None:
-    """No coordination: each reads the union before each part, so both can send the same
-    part. Each sends a key at most once per call, hence at most 2 posts each."""
-    with trio.fail_after(30):
-        report = signed_report(24 + seed, 13, seed=2400 + seed)
-        members = keys_of(report)
-        posters = [
-            await funded_poster(bridge, chain_url, tmp_path / f"{i}.sqlite", min_signatures=9,
-                                members=members)
-            for i in range(2)
-        ]
+    """No coordination: each reads the account before each part, so both may send the same
+    part (the program counts a signature once). Each sends a key at most once per call,
+    hence at most 2 posts each."""
+    with trio.fail_after(60):
+        net = await new_pool(bridge, chain_url, 10, seed=2400 + seed)
+        report = net.report(0)
+        posters = [await funded(bridge, net.poster(tmp_path / f"{i}.sqlite")) for i in range(2)]
         outcomes = []
 
         async def post(poster: ChainPoster) -> None:
@@ -250,8 +176,11 @@ async def test_concurrent_posters_may_duplicate_a_part_but_land_only_verified_si
         assert [o.status for o in outcomes] == ["confirmed"] * 2
         assert all(len(o.sent) <= 2 for o in outcomes)
 
-        posts = await log_posts(bridge, chain_url, report)  # each signature verified in there
-        assert len(union(posts)) >= 9
+        state = await report_state(bridge, net, report)
+        assert state is not None and state.accepted and state.signer_count == net.threshold
+        assert (await pool_state(bridge, net)).accepted_count == 1
+        posts = await chain_posts(bridge, net, report)  # each signature verified in there
+        assert len(union(posts)) >= net.threshold
         for poster in posters:
             payer = str(poster.payer.pubkey())
             theirs = [key for p in posts if p.payer == payer for key in p.keys]
@@ -266,12 +195,12 @@ async def test_a_crash_after_the_first_part_resumes_with_the_missing_signatures_
     bridge: AsyncioBridge, chain_url: str, tmp_path: Path
 ) -> None:
     """The process dies after part 1 landed, before part 2 is built: the ledger still says
-    "sending" part 1; the restarted poster settles it and sends only what the union lacks."""
-    with trio.fail_after(30):
-        report = signed_report(30, 13, seed=3013)
-        members = keys_of(report)
+    "sending" part 1; the restarted poster settles it and sends only what the account lacks."""
+    with trio.fail_after(60):
+        net = await new_pool(bridge, chain_url, 10, seed=3013)
+        report = net.report(0)
         db = tmp_path / "v.sqlite"
-        poster = await funded_poster(bridge, chain_url, db, min_signatures=9, members=members)
+        poster = await funded(bridge, net.poster(db))
 
         def crash_before_part_two(name: str, count: int) -> None:
             if name == "get_latest_blockhash" and count == 2:
@@ -280,30 +209,28 @@ async def test_a_crash_after_the_first_part_resumes_with_the_missing_signatures_
         await patch_client(bridge, poster, crash_before_part_two)
         with pytest.raises(Crash):
             await bridge.run(poster.post, report)
-        (part_one,) = await log_posts(bridge, chain_url, report)
-        row = poster.ledger.get(30)
+        (part_one,) = await chain_posts(bridge, net, report)
+        row = poster.ledger.get(0)
         assert row is not None and (row.status, row.tx) == ("sending", part_one.tx)
         await bridge.run(poster.aclose)
 
-        restarted = restart(poster, chain_url, db, members)
+        restarted = restart(poster, net, db)
         outcome = await bridge.run(restarted.post, report)
         assert (outcome.status, outcome.source, len(outcome.sent)) == ("confirmed", "sent", 1)
-        posts = await log_posts(bridge, chain_url, report)
+        posts = await chain_posts(bridge, net, report)
         assert [p.tx for p in posts] == [part_one.tx, outcome.tx]
-        assert set(posts[1].keys) == set(sorted(members)[7:9])  # only missing ones
-        assert not set(posts[0].keys) & set(posts[1].keys)
+        assert [list(p.keys) for p in posts] == [net.members[:5], net.members[5:7]]
         await bridge.run(restarted.aclose)
 
 
 async def test_a_crash_after_sending_the_last_part_is_settled_from_the_ledger(
     bridge: AsyncioBridge, chain_url: str, tmp_path: Path
 ) -> None:
-    with trio.fail_after(30):
-        report = signed_report(31, 13, seed=3113)
-        members = keys_of(report)
+    with trio.fail_after(60):
+        net = await new_pool(bridge, chain_url, 10, seed=3113)
+        report = net.report(0)
         db = tmp_path / "v.sqlite"
-        poster = await funded_poster(bridge, chain_url, db, min_signatures=9, members=members)
-
+        poster = await funded(bridge, net.poster(db))
         calls: Counter[str] = Counter()
 
         def crash_after_part_two(name: str, count: int) -> None:
@@ -315,87 +242,71 @@ async def test_a_crash_after_sending_the_last_part_is_settled_from_the_ledger(
             await bridge.run(poster.post, report)
         await bridge.run(poster.aclose)
 
-        restarted = restart(poster, chain_url, db, members)
+        restarted = restart(poster, net, db)
         outcome = await bridge.run(restarted.post, report)
         assert (outcome.status, outcome.source, outcome.sent) == ("confirmed", "ledger", ())
-        posts = await log_posts(bridge, chain_url, report)
+        posts = await chain_posts(bridge, net, report)
         assert len(posts) == 2 and outcome.tx == posts[-1].tx
+        row = restarted.ledger.get(0)
+        assert row is not None and (row.status, row.attempts) == ("confirmed", 2)
         await bridge.run(restarted.aclose)
 
 
 async def test_a_restart_after_a_part_sent_by_hand_sends_only_what_is_missing(
     bridge: AsyncioBridge, chain_url: str, tmp_path: Path
 ) -> None:
-    """As test_chain_post's crash after sending, with a first part of 7 of 13 signatures."""
-    with trio.fail_after(30):
-        report = signed_report(32, 13, seed=3213)
-        members = keys_of(report)
+    """As test_chain_post's crash after sending, with a first part of 5 of 7 signatures."""
+    with trio.fail_after(60):
+        net = await new_pool(bridge, chain_url, 10, seed=3213)
+        report = net.report(0)
         db = tmp_path / "v.sqlite"
-        poster = await funded_poster(bridge, chain_url, db)
-        part_one = member_signatures(report)[:MAX_SIGNATURES_PER_TX]
-
-        async def send_and_crash() -> str:
-            latest = (await poster.client.get_latest_blockhash(Confirmed)).value
-            tx = build_post_transaction(report, poster.payer, latest.blockhash, part_one)
-            poster.ledger.record_sending(32, report.header_sha256, str(tx.signatures[0]),
-                                         latest.last_valid_block_height, 0.0)
-            await poster.client.send_raw_transaction(bytes(tx), TxOpts(skip_confirmation=True))
-            return str(tx.signatures[0])
-
-        first = await bridge.run(send_and_crash)
+        poster = await funded(bridge, net.poster(db))
+        first = await send_by_hand(bridge, poster, report,
+                                   member_signatures(report)[:MAX_SIGNATURES_PER_TX])
         await bridge.run(poster.aclose)
-        restarted = restart(poster, chain_url, db, members)
+        restarted = restart(poster, net, db)
         outcome = await bridge.run(restarted.post, report)
         assert (outcome.status, outcome.source, len(outcome.sent)) == ("confirmed", "sent", 1)
-        posts = await log_posts(bridge, chain_url, report)
+        posts = await chain_posts(bridge, net, report)
         assert [p.tx for p in posts] == [first, outcome.tx]
-        assert list(posts[1].keys) == sorted(members)[7:9]
-        assert restarted.ledger.get(32).attempts == 2  # type: ignore[union-attr]
+        assert list(posts[1].keys) == net.members[5:7]
+        assert restarted.ledger.get(0).attempts == 2  # type: ignore[union-attr]
         await bridge.run(restarted.aclose)
 
 
-async def test_a_report_short_of_the_quorum_posts_what_it_has_then_fails_quietly(
+async def test_a_report_short_of_the_threshold_posts_what_it_has_then_fails_quietly(
     bridge: AsyncioBridge, chain_url: str, tmp_path: Path
 ) -> None:
-    """5 of 13 members' signatures (and 2 strangers'): one post of the 5, "failed", nothing
-    more on the next call; another validator's copy with 6 others completes the quorum."""
-    with trio.fail_after(30):
-        full = signed_report(33, 13, seed=3313)
-        strangers = signed_report(33, 2, seed=3314)
-        assert strangers.header != full.header
-        members = keys_of(full)
-        by_key = dict(full.signatures)
-        ordered = sorted(members)
-        # Strangers' pairs (over another header, too): never sent, never counted.
-        ours = ReportPost(33, full.header, tuple((k, by_key[k]) for k in ordered[:5])
-                          + strangers.signatures, full.config_digest)
-        poster = await funded_poster(bridge, chain_url, tmp_path / "a.sqlite", min_signatures=9,
-                                     members=members)
+    """6 of 10 members' signatures (threshold 7): parts of 5 and 1, "failed", and nothing
+    more on the next call or after a restart; a copy with one more completes it."""
+    with trio.fail_after(60):
+        net = await new_pool(bridge, chain_url, 10, seed=3313)
+        ours = net.report(0, by=range(6))
+        db = tmp_path / "a.sqlite"
+        poster = await funded(bridge, net.poster(db))
         short = await bridge.run(poster.post, ours)
-        expected = "only 5 of 9 members' signatures on chain, and the report carries no others"
-        assert (short.status, short.error, short.on_chain, len(short.sent)) == (
-            "failed", expected, 5, 1)
-        assert poster.ledger.get(33).status == "failed"  # type: ignore[union-attr]
+        expected = "only 6 of 7 members' signatures on chain, and the report carries no others"
+        assert (short.status, short.error, short.on_chain, short.needed, len(short.sent)) == (
+            "failed", expected, 6, 7, 2)
+        assert poster.last_error == expected == poster.ledger.last_error()
         again = await bridge.run(poster.post, ours)
         assert (again.status, again.error, again.sent) == ("failed", expected, ())
+        await bridge.run(poster.aclose)
+        restarted = restart(poster, net, db)
+        assert (await bridge.run(restarted.post, ours)).sent == ()
+        tally = await report_state(bridge, net, ours)
+        assert tally is not None and not tally.accepted and tally.signer_count == 6
 
-        theirs = ReportPost(33, full.header, tuple((k, by_key[k]) for k in ordered[3:]),
-                            full.config_digest)
-        other = await funded_poster(bridge, chain_url, tmp_path / "b.sqlite", min_signatures=9,
-                                    members=members)
-        done = await bridge.run(other.post, theirs)
-        assert (done.status, done.on_chain, len(done.sent)) == ("confirmed", 9, 1)
-        posts = await log_posts(bridge, chain_url, full)
-        assert [list(p.keys) for p in posts] == [ordered[:5], ordered[5:9]]
-        for p in (poster, other):
+        full = net.report(0, by=range(1, 10))
+        other = await funded(bridge, net.poster(tmp_path / "b.sqlite", Keypair()))
+        done = await bridge.run(other.post, full)
+        assert (done.status, done.on_chain, len(done.sent)) == ("confirmed", 7, 1)
+        posts = await chain_posts(bridge, net, full)
+        assert [list(p.keys) for p in posts] == [net.members[:5], net.members[5:6],
+                                                 net.members[6:7]]
+        # The short copy now finds it accepted (its own last part, settled again, is its tx).
+        settled = await bridge.run(restarted.post, ours)
+        assert (settled.status, settled.source, settled.sent) == ("confirmed", "ledger", ())
+        assert settled.tx == posts[1].tx
+        for p in (restarted, other):
             await bridge.run(p.aclose)
-
-
-def test_a_quorum_below_one_or_above_the_members_is_refused(tmp_path: Path) -> None:
-    ledger = ChainLedger(tmp_path / "v.sqlite")
-    members = [bytes([i]) * 32 for i in range(3)]
-    with pytest.raises(ValueError, match="exceeds the 3 members"):
-        ChainPoster("http://127.0.0.1:9", Keypair(), ledger, min_signatures=4, members=members)
-    with pytest.raises(ValueError, match="at least 1"):
-        ChainPoster("http://127.0.0.1:9", Keypair(), ledger, min_signatures=0, members=members)
-    ledger.close()

@@ -19,7 +19,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from validator import localchain_rpc
-from validator.chain import ed25519_instruction
+from validator.pool_program import ed25519_instruction
 from validator.localchain import MEMO_V1_PROGRAM_ID, LocalChain
 
 NOW = 1_700_000_000.0

@@ -1,7 +1,9 @@
-"""The report-post transaction and the chain ledger, without a network."""
+"""The report-post transaction (Ed25519 check + the pool program's post_report) and the chain
+ledger, without a network."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import random
@@ -9,126 +11,193 @@ import sqlite3
 import struct
 from pathlib import Path
 
+import base58
 import pytest
 from nacl.signing import SigningKey, VerifyKey
 from solders.hash import Hash
 from solders.keypair import Keypair
+from solders.message import Message
+from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
+from proofs.report import ReportHeader
 from validator.chain import (
-    ED25519_PROGRAM_ID,
     MAX_SIGNATURES_PER_TX,
-    MEMO_PROGRAM_ID,
     PACKET_DATA_SIZE,
+    ChainError,
     ChainLedger,
+    PoolTarget,
     PostFormatError,
     ReportPost,
     build_post_transaction,
-    memo_text,
+    member_signatures,
     parse_post_transaction,
-    report_log_address,
+)
+from validator.pool_program import (
+    ED25519_PROGRAM_ID,
+    INSTRUCTIONS_SYSVAR_ID,
+    SYSTEM_PROGRAM_ID,
+    Ix,
+    authority_address,
+    max_signatures_per_post,
+    post_parts,
+    post_report_ixs,
+    report_address,
+    set_threshold,
 )
 
 DIGEST = hashlib.sha256(b"config").digest()
+PROGRAM = Pubkey.from_bytes(hashlib.sha256(b"program").digest())
+TARGET = PoolTarget(PROGRAM, *(Pubkey.from_bytes(bytes([i]) * 32) for i in (1, 2, 3)))
+PAYER = Keypair.from_seed(bytes(32))
 
 
-def signed_report(epoch: int, n: int, *, seed: int = 0, header: bytes | None = None) -> ReportPost:
+def header(epoch: int, prev: bytes = bytes(32), salt: bytes = b"") -> bytes:
+    tag = hashlib.sha256(b"%d %s" % (epoch, salt)).digest()
+    return ReportHeader(DIGEST, epoch, tag, 3, 30, tag[::-1], prev, tag).to_bytes()
+
+
+def signed_report(epoch: int, n: int, *, seed: int = 0, prev: bytes = bytes(32)) -> ReportPost:
     rng = random.Random(seed)
-    header = header if header is not None else rng.randbytes(180)
-    message = hashlib.sha256(header).digest()
+    data = header(epoch, prev, b"%d" % seed)
+    message = hashlib.sha256(data).digest()
     keys = [SigningKey(rng.randbytes(32)) for _ in range(n)]
     sigs = tuple((bytes(k.verify_key), k.sign(message).signature) for k in keys)
-    return ReportPost(epoch, header, sigs, DIGEST)
+    return ReportPost(epoch, data, sigs, DIGEST)
 
 
-def test_layout_with_three_signatures_matches_the_native_precompile_format() -> None:
+def post(report: ReportPost, count: int | None = None) -> VersionedTransaction:
+    pairs = member_signatures(report)
+    return build_post_transaction(report, PAYER, Hash.default(), TARGET,
+                                  pairs[: MAX_SIGNATURES_PER_TX if count is None else count])
+
+
+def test_layout_is_the_ed25519_check_then_post_report_to_the_pool() -> None:
     report = signed_report(7, 3)
-    tx = build_post_transaction(report, Keypair.from_seed(bytes(32)), Hash.default())
+    tx = post(report)
     msg = tx.message
-    ed_ix, memo_ix = msg.instructions
-    assert msg.account_keys[ed_ix.program_id_index] == ED25519_PROGRAM_ID
-    assert msg.account_keys[memo_ix.program_id_index] == MEMO_PROGRAM_ID
-    data = bytes(ed_ix.data)
-    assert data[:2] == bytes([3, 0])
-    message_at = 2 + 14 * 3 + 96 * 3
-    assert data[message_at:] == report.header_sha256  # the 32-byte message is stored once
-    for i in range(3):
-        sig_at, sig_ix, pk_at, pk_ix, msg_at, msg_len, msg_ix = struct.unpack_from("<7H", data, 2 + 14 * i)
-        assert (sig_ix, pk_ix, msg_ix) == (0xFFFF, 0xFFFF, 0xFFFF)
-        assert (msg_at, msg_len) == (message_at, 32)
-        VerifyKey(data[pk_at : pk_at + 32]).verify(report.header_sha256, data[sig_at : sig_at + 64])
-    # The report log is the memo's only account: read-only and not a signer.
-    (log_index,) = bytes(memo_ix.accounts)
-    assert msg.account_keys[log_index] == report_log_address(DIGEST)
-    header = msg.header
-    assert header.num_required_signatures <= log_index  # not a signer
-    assert log_index >= len(msg.account_keys) - header.num_readonly_unsigned_accounts  # read-only
-    assert bytes(memo_ix.data).decode() == f"bwpool:v1:{DIGEST[:4].hex()}:7:{report.header_sha256.hex()}"
+    ed_ix, post_ix = msg.instructions
+    keys = list(msg.account_keys)
+    assert keys[ed_ix.program_id_index] == ED25519_PROGRAM_ID and bytes(ed_ix.accounts) == b""
+    assert keys[post_ix.program_id_index] == PROGRAM
+    assert msg.header.num_required_signatures == 1 and keys[0] == PAYER.pubkey()
+    data, k = bytes(ed_ix.data), 3
+    assert data[:2] == bytes([k, 0]) and data[2 + 110 * k:] == report.header_sha256  # stored once
+    for i, (pubkey, sig) in enumerate(member_signatures(report)):  # sorted by key
+        pk_at = 2 + 14 * k + 96 * i
+        assert struct.unpack_from("<7H", data, 2 + 14 * i) == (
+            pk_at + 32, 0xFFFF, pk_at, 0xFFFF, 2 + 110 * k, 32, 0xFFFF)
+        assert data[pk_at:pk_at + 96] == pubkey + sig
+        VerifyKey(pubkey).verify(report.header_sha256, sig)
+    report_account = report_address(PROGRAM, TARGET.pool, 7, report.header_sha256)
+    assert bytes(post_ix.data) == bytes([Ix.POST_REPORT]) + report.header  # 189 bytes
+    assert TARGET.report_address(report) == report_account
+    named = [keys[i] for i in bytes(post_ix.accounts)]
+    assert named == [PAYER.pubkey(), TARGET.pool, TARGET.validator_set, report_account,
+                     TARGET.vault, INSTRUCTIONS_SYSVAR_ID, SYSTEM_PROGRAM_ID,
+                     authority_address(PROGRAM, TARGET.pool)[0]]
+    h = msg.header  # legacy message: writable signers first, read-only unsigned last
+    signed, unsigned_end = h.num_required_signatures, len(keys) - h.num_readonly_unsigned_accounts
+    writable = set(keys[:signed - h.num_readonly_signed_accounts] + keys[signed:unsigned_end])
+    assert writable == {PAYER.pubkey(), TARGET.pool, report_account}
 
 
 @pytest.mark.parametrize("epoch", [0, 9, 2**64 - 1])
-def test_size_with_seven_signatures_fits_a_packet_and_eight_would_not(epoch: int) -> None:
-    report = signed_report(epoch, 8)
-    tx = build_post_transaction(report, Keypair.from_seed(bytes(32)), Hash.default())
-    size = len(bytes(tx))
-    assert size <= PACKET_DATA_SIZE
-    assert size == 357 + 110 * MAX_SIGNATURES_PER_TX + len(str(epoch)) - 1  # the sum in chain.py
-    assert size + 110 > PACKET_DATA_SIZE  # an eighth signature would not fit
-    _, _, pairs = parse_post_transaction(tx)
+def test_five_signatures_fit_a_packet_and_six_would_not(epoch: int) -> None:
+    report = signed_report(epoch, 6)
+    sizes = {k: len(bytes(post(report, k))) for k in range(1, MAX_SIGNATURES_PER_TX + 1)}
+    assert sizes == {k: 661 + 110 * k for k in sizes}  # the measured formula of chain_tx
+    assert sizes[MAX_SIGNATURES_PER_TX] == 1211 <= PACKET_DATA_SIZE
+    assert MAX_SIGNATURES_PER_TX == max_signatures_per_post() == 5
+
+    # A sixth signature: 1321 bytes, built around build_post_transaction (which refuses it).
+    six = post_report_ixs(PROGRAM, TARGET.pool, TARGET.validator_set, TARGET.vault,
+                          PAYER.pubkey(), report.header, member_signatures(report))
+    too_big = VersionedTransaction(Message.new_with_blockhash(six, PAYER.pubkey(), Hash.default()),
+                                   [PAYER])
+    assert len(bytes(too_big)) == 661 + 110 * 6 == 1321 > PACKET_DATA_SIZE
+    for count in (0, 6):
+        with pytest.raises(ValueError, match="1 to 5 signatures"):
+            post(report, count)
+    _, _, pairs = parse_post_transaction(post(report), PROGRAM)
     assert len(pairs) == MAX_SIGNATURES_PER_TX
+
+
+@pytest.mark.parametrize("n", [4, 7, 10, 100])
+def test_posts_per_report_are_ceil_threshold_over_five(n: int) -> None:
+    threshold = set_threshold(n)
+    assert (threshold, post_parts(threshold)) == {4: (3, 1), 7: (5, 1), 10: (7, 2),
+                                                  100: (67, 14)}[n]
 
 
 def test_parse_reads_back_every_form_a_client_holds() -> None:
     report = signed_report(42, 5)
-    tx = build_post_transaction(report, Keypair.from_seed(bytes(32)), Hash.default())
-    expected = (42, report.header_sha256, sorted(report.signatures))
-    assert parse_post_transaction(tx)[:2] == expected[:2]
-    assert sorted(parse_post_transaction(tx)[2]) == expected[2]
-    assert parse_post_transaction(bytes(tx))[0] == 42
-    import base64
-
+    tx = post(report)
+    expected = (42, report.header_sha256, member_signatures(report))
+    assert parse_post_transaction(tx, PROGRAM) == expected
+    assert parse_post_transaction(bytes(tx), PROGRAM) == expected
     b64 = {"slot": 1, "transaction": [base64.b64encode(bytes(tx)).decode(), "base64"], "meta": None}
-    assert parse_post_transaction(b64)[1] == report.header_sha256
+    assert parse_post_transaction(b64, PROGRAM) == expected
+    b58 = {"transaction": [base58.b58encode(bytes(tx)).decode(), "base58"]}
+    assert parse_post_transaction(b58, PROGRAM) == expected
+    msg = tx.message
+    as_json = {"transaction": {"signatures": [str(tx.signatures[0])], "message": {
+        "accountKeys": [str(k) for k in msg.account_keys],
+        "instructions": [{"programIdIndex": ix.program_id_index,
+                          "accounts": list(bytes(ix.accounts)),
+                          "data": base58.b58encode(bytes(ix.data)).decode()}
+                         for ix in msg.instructions]}}}
+    assert parse_post_transaction(json.loads(json.dumps(as_json)), PROGRAM) == expected
+
+
+def test_parse_wants_the_pool_program_it_is_given() -> None:
+    tx = post(signed_report(3, 2))
+    with pytest.raises(PostFormatError, match="no Ed25519 instruction followed by post_report"):
+        parse_post_transaction(tx, Pubkey.from_bytes(bytes(32)))
+
+
+def test_parse_rejects_signatures_over_another_message() -> None:
+    report = signed_report(3, 2)
+    raw = bytearray(bytes(post(report)))
+    at = raw.find(report.header_sha256)  # the Ed25519 message (the header itself follows later)
+    raw[at] ^= 1
+    with pytest.raises(PostFormatError, match="another message"):
+        parse_post_transaction(bytes(raw), PROGRAM)
 
 
 def test_parse_rejects_only_with_its_own_error() -> None:
     rng = random.Random(1)
-    good = bytes(build_post_transaction(signed_report(1, 2), Keypair.from_seed(bytes(32)), Hash.default()))
+    good = bytes(post(signed_report(1, 2)))
     samples: list[object] = [rng.randbytes(rng.randrange(0, 400)) for _ in range(200)]
     samples += [good[:i] for i in range(0, len(good), 17)]
     samples += [{"transaction": {"message": {"accountKeys": ["x"], "instructions": []}}}, {"x": 1}, 5, None]
     for sample in samples:
         with pytest.raises(PostFormatError):
-            parse_post_transaction(sample)
+            parse_post_transaction(sample, PROGRAM)
+    assert issubclass(PostFormatError, ChainError)
 
 
-def test_parse_rejects_a_memo_naming_another_header() -> None:
-    report = signed_report(3, 2)
-    tx = build_post_transaction(report, Keypair.from_seed(bytes(32)), Hash.default())
-    raw = bytearray(bytes(tx))
-    at = raw.find(report.header_sha256.hex().encode())
-    raw[at : at + 2] = b"00" if raw[at : at + 2] != b"00" else b"11"
-    with pytest.raises(PostFormatError, match="different header"):
-        parse_post_transaction(VersionedTransaction.from_bytes(bytes(raw)))
+def test_member_signatures_are_one_per_key_sorted_and_filtered() -> None:
+    report = signed_report(2, 6, seed=5)
+    pairs = list(report.signatures)
+    doubled = ReportPost(2, report.header, tuple(pairs + pairs[:2]), DIGEST)
+    assert member_signatures(doubled) == sorted(pairs)
+    members = {pk for pk, _ in pairs[::2]}
+    assert member_signatures(report, members) == sorted(p for p in pairs if p[0] in members)
 
 
-def test_report_log_address_is_deterministic_and_per_configuration() -> None:
-    assert report_log_address(DIGEST) == report_log_address(bytes(DIGEST))
-    assert report_log_address(DIGEST) != report_log_address(bytes(32))
-    assert not report_log_address(DIGEST).is_on_curve()  # nobody holds a key for it
-    assert memo_text(signed_report(5, 1)).startswith(f"bwpool:v1:{DIGEST[:4].hex()}:5:")
-
-
-def test_report_post_refuses_malformed_values() -> None:
-    good = signed_report(1, 1)
-    with pytest.raises(ValueError):
-        ReportPost(-1, good.header, good.signatures, DIGEST)
-    with pytest.raises(ValueError):
-        ReportPost(1, good.header, (), DIGEST)
-    with pytest.raises(ValueError):
-        ReportPost(1, good.header, ((b"k" * 31, b"s" * 64),), DIGEST)
-    with pytest.raises(ValueError):
-        ReportPost(1, good.header, good.signatures, b"short")
+def test_report_post_refuses_malformed_values_and_names_its_predecessor() -> None:
+    prev = hashlib.sha256(b"previous").digest()
+    good = signed_report(1, 1, prev=prev)
+    assert good.prev_header_hash == prev and good.header_sha256 == hashlib.sha256(good.header).digest()
+    fine = {"epoch": 1, "header": good.header, "signatures": good.signatures,
+            "config_digest": DIGEST}
+    for bad in ({"epoch": -1}, {"epoch": 2**64}, {"signatures": ()},
+                {"signatures": ((b"k" * 31, b"s" * 64),)}, {"config_digest": b"short"},
+                {"header": good.header[:-1]}):
+        fields = fine | bad
+        with pytest.raises(ValueError):
+            ReportPost(**fields)  # type: ignore[arg-type]
 
 
 def test_ledger_rows_and_summaries(tmp_path: Path) -> None:
@@ -159,26 +228,3 @@ def test_ledger_rows_and_summaries(tmp_path: Path) -> None:
     tables = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == {"final_reports", "chain_posts"}
     reopened.close()
-
-
-def test_report_json_form_from_a_get_transaction_answer() -> None:
-    """The JSON (not base64) getTransaction encoding parses too."""
-    report = signed_report(11, 2)
-    tx = build_post_transaction(report, Keypair.from_seed(bytes(32)), Hash.default())
-    import base58
-
-    msg = tx.message
-    as_json = {
-        "transaction": {
-            "signatures": [str(tx.signatures[0])],
-            "message": {
-                "accountKeys": [str(k) for k in msg.account_keys],
-                "instructions": [
-                    {"programIdIndex": ix.program_id_index, "accounts": list(bytes(ix.accounts)),
-                     "data": base58.b58encode(bytes(ix.data)).decode()}
-                    for ix in msg.instructions
-                ],
-            },
-        }
-    }
-    assert parse_post_transaction(json.loads(json.dumps(as_json)))[0] == 11

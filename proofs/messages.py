@@ -16,7 +16,7 @@ from typing import Any, Union
 from proofs import signing, vrf
 from proofs.codec import U16_MAX, U32_MAX, Reader, item_fixed_bytes, pack, unpack_list
 from proofs.errors import DecodeError
-from proofs.report import HEADER_SIZE, RECORD_SIZE
+from proofs.report import HEADER_SIZE, RECORD_SIZE, ReportHeader
 
 TAG_REGISTRATION = 1
 TAG_BUNDLE = 2
@@ -39,12 +39,18 @@ MAX_REGISTRATION_BYTES = 1_024
 OBSERVATION = struct.Struct("<32sIIIIIIH")
 MAX_BUNDLE_BYTES = 256 + MAX_ENTRIES * OBSERVATION.size
 MAX_PROPOSAL_BYTES = 512 + (MAX_BUNDLES + MAX_PROVIDERS) * 35
-MAX_SIGNATURE_BYTES = 256
+# A signature carries the header it signs (so its epoch and digest are covered by it).
+MAX_SIGNATURE_BYTES = 512
 MAX_NOTICE_BYTES = 256
 MAX_PROVIDER_SET_BYTES = 16 + MAX_PROVIDERS * 35
 MAX_NOTICE_LIST_BYTES = 16 + MAX_BUNDLES * (MAX_NOTICE_BYTES + 3)
-# Gossiped finals carry no records (fetched on demand), so they stay far below libp2p's 4 MiB.
+# A whole final report (a fetch answer): header, signatures, records and provider set.
 MAX_FINAL_BYTES = 512 + MAX_BUNDLES * 100 + MAX_PROVIDERS * 35 + MAX_RECORDS * (RECORD_SIZE + 3)
+# What the gossip topics carry: proposals without a provider set, finals without records or a
+# provider set (``decode_message(bare=True)`` refuses both). A pair (signer, signature) packs
+# to 101 bytes, a hash to 35.
+MAX_GOSSIP_PROPOSAL_BYTES = 512 + MAX_BUNDLES * 35
+MAX_GOSSIP_FINAL_BYTES = 512 + MAX_BUNDLES * 101
 
 
 @dataclass(frozen=True)
@@ -135,9 +141,10 @@ def unpack_observations(data: bytes) -> tuple[Observation, ...]:
 class MeasurementBundle:
     """One validator's observations for one epoch; one per validator per epoch.
 
-    ``beacon`` is the validator's ECVRF proof (RFC 9381) over ``beacon_alpha``: its output is
-    unique per validator and epoch, so the seed built from the beacons of a report's bundles
-    cannot be ground by the validators that contribute them (DESIGN §5).
+    ``beacon`` is the validator's ECVRF proof (RFC 9381) over ``beacon_alpha``, under the
+    beacon key derived from its signing key (``vrf.prove_beacon``): its output is unique per
+    validator and epoch, so the seed built from the beacons of a report's bundles cannot be
+    ground by the validators that contribute them (DESIGN §5).
     """
 
     config_digest: bytes
@@ -155,7 +162,7 @@ class MeasurementBundle:
         """Sign, adding this epoch's beacon first if the bundle has none."""
         bundle = self
         if not bundle.beacon:
-            bundle = replace(self, beacon=vrf.prove(
+            bundle = replace(self, beacon=vrf.prove_beacon(
                 seed, beacon_alpha(self.config_digest, self.epoch)))
         sig = signing.sign(seed, signing.DOMAIN_BUNDLE, pack(bundle._fields()))
         return _replace_signature(bundle, sig)
@@ -165,7 +172,8 @@ class MeasurementBundle:
         beacon does."""
         signing.verify(self.validator, signing.DOMAIN_BUNDLE, pack(self._fields()),
                        self.signature)
-        vrf.verify(self.validator, self.beacon, beacon_alpha(self.config_digest, self.epoch))
+        vrf.verify_beacon(self.validator, self.beacon,
+                          beacon_alpha(self.config_digest, self.epoch))
 
     def beacon_output(self) -> bytes:
         """The VRF output (beta). Only meaningful once ``verify`` has passed."""
@@ -293,20 +301,40 @@ class Proposal:
 
 @dataclass(frozen=True)
 class ReportSignature:
-    """A validator's signature over sha256(header) of one epoch's report."""
+    """A validator's signature over sha256(header) of one epoch's report, with the header.
 
-    config_digest: bytes
-    epoch: int
-    header_hash: bytes
+    The signature is over the raw ``sha256(header)`` (what the pool program checks), and the
+    header holds the config digest and the epoch: so the message's epoch and digest are
+    covered by the signature, and two signatures by one signer over two different headers of
+    one epoch and digest are self-contained evidence (nothing to relabel, nothing to trust).
+    ``decode_message`` only returns one whose header parses as a ``ReportHeader``.
+    """
+
+    header: bytes  # ReportHeader bytes (HEADER_SIZE)
     signer: bytes
     signature: bytes
+
+    @cached_property
+    def header_hash(self) -> bytes:
+        return signing.sha256(self.header)
+
+    @cached_property
+    def _parsed(self) -> ReportHeader:
+        return ReportHeader.from_bytes(self.header)
+
+    @property
+    def epoch(self) -> int:
+        return self._parsed.epoch
+
+    @property
+    def config_digest(self) -> bytes:
+        return self._parsed.config_digest
 
     def verify(self) -> None:
         signing.verify_raw(self.signer, self.header_hash, self.signature)
 
     def encode(self) -> bytes:
-        return pack([TAG_SIGNATURE, self.config_digest, self.epoch, self.header_hash,
-                     self.signer, self.signature])
+        return pack([TAG_SIGNATURE, self.header, self.signer, self.signature])
 
 
 @dataclass(frozen=True)
@@ -371,9 +399,31 @@ def _sorted_hashes(r: Reader, max_len: int, what: str) -> tuple[bytes, ...]:
     return hashes
 
 
-def decode_message(data: bytes, max_bytes: int = MAX_FINAL_BYTES) -> Message:
-    """Decode any message. Raises DecodeError (``oversized``, ``malformed``, ...) only."""
+def _refuse_carried(items: list[Any]) -> None:
+    """For ``decode_message(bare=True)``: positions as in ``FinalReport.encode`` (records 3,
+    provider set 4) and ``Proposal.encode`` (provider set 7)."""
+    if not items or type(items[0]) is not int:
+        return  # left to the full decode
+    if items[0] == TAG_FINAL and len(items) == 5:
+        if items[3] != []:
+            raise DecodeError("carries_records")
+        if items[4] != []:
+            raise DecodeError("carries_provider_set")
+    elif items[0] == TAG_PROPOSAL and len(items) == 9 and items[7] != []:
+        raise DecodeError("carries_provider_set")
+
+
+def decode_message(data: bytes, max_bytes: int = MAX_FINAL_BYTES, *,
+                   bare: bool = False) -> Message:
+    """Decode any message. Raises DecodeError (``oversized``, ``malformed``, ...) only.
+
+    ``bare`` (gossip): a final report that carries records or a provider set, or a proposal
+    that carries a provider set, is refused (``carries_records``, ``carries_provider_set``)
+    as soon as the top-level list is unpacked, before any entry of those lists is read.
+    """
     items = unpack_list(data, max_bytes)
+    if bare:
+        _refuse_carried(items)
     r = Reader(items, "message")
     tag = r.uint(255)
     message: Message
@@ -401,8 +451,9 @@ def decode_message(data: bytes, max_bytes: int = MAX_FINAL_BYTES) -> Message:
         message = Proposal(digest, epoch, attempt, leader, hashes, header, r.fixed_bytes(64),
                            provider_set)
     elif tag == TAG_SIGNATURE:
-        message = ReportSignature(r.fixed_bytes(32), r.uint(), r.fixed_bytes(32),
-                                  r.fixed_bytes(32), r.fixed_bytes(64))
+        header = r.fixed_bytes(HEADER_SIZE)
+        ReportHeader.from_bytes(header)  # DecodeError unless a well-formed header
+        message = ReportSignature(header, r.fixed_bytes(32), r.fixed_bytes(64))
     elif tag == TAG_FINAL:
         header = r.fixed_bytes(HEADER_SIZE)
         signatures = r.list_of(MAX_BUNDLES, _pair)

@@ -197,9 +197,14 @@ class _Trace(NamedTuple):
 
 def _prove_trace(secret_seed: bytes, alpha: bytes) -> _Trace:
     """ECVRF_prove (§5.1), keeping the intermediate values for the RFC's test vectors."""
+    x, prefix = _expand_seed(secret_seed)
+    return _prove_scalar(x, prefix, alpha)
+
+
+def _prove_scalar(x: int, prefix: bytes, alpha: bytes) -> _Trace:
+    """ECVRF_prove with the secret scalar ``x`` and the 32-byte nonce key ``prefix``."""
     if not isinstance(alpha, bytes):
         raise VrfError("alpha must be bytes")
-    x, prefix = _expand_seed(secret_seed)
     y = _mul_base(x)
     h = _encode_to_curve(y, alpha)
     if h is None:       # pragma: no cover - probability about 2**-250
@@ -284,3 +289,65 @@ def verify(public_key: bytes, pi: bytes, alpha: bytes) -> bytes:
     if _challenge(public_key, h, gamma, u, v) != c:
         raise InvalidProof("challenge_mismatch")
     return proof_to_hash(pi)
+
+
+# -- the beacon key: a VRF key derived from the report signing key ----------------------------
+# The report signing key raw-signs sha256(header) (the pool program checks exactly that), and
+# an RFC 9381 proof under the same seed would reuse its secret scalar and its nonce key: the
+# proof's nonce is SHA-512(prefix || H), the nonce of an ed25519 signature over the 32-byte
+# message H. Beacons are therefore proved with a key of their own, derived from the signing
+# key so that the spec's signing keys stay the only keys anyone must know:
+#
+#   t  = SHA-512("bwpool/vrf-key/1" || signing public key) mod q     (public)
+#   x' = x + t mod q,  Y' = Y + t*B                                  (Y' from the spec's key)
+#   nonce key = SHA-512("bwpool/vrf-nonce/1" || signing seed)[:32]   (secret, not ed25519's)
+#
+# Y' is a fixed function of the signing key, so a validator has exactly one beacon key and
+# cannot grind its beacon by choosing keys. The nonce key never feeds an ed25519 signature,
+# and x' never signs anything: no message a peer can influence ever reaches the report key
+# through the VRF. (t is public, so x' and x are not independent secrets; both live in the
+# same seed file anyway. What the derivation removes is every shared nonce and every use of
+# one scalar by two algorithms.)
+BEACON_KEY_DOMAIN = b"bwpool/vrf-key/1"
+BEACON_NONCE_DOMAIN = b"bwpool/vrf-nonce/1"
+_BEACON_KEYS: dict[bytes, bytes] = {}  # signing public key -> beacon public key (memo)
+
+
+def _beacon_tweak(signing_public_key: bytes) -> int:
+    return _int(_sha512(BEACON_KEY_DOMAIN, signing_public_key)) % _L
+
+
+def beacon_public_key(signing_public_key: bytes) -> bytes:
+    """The beacon (VRF) public key Y' = Y + t*B of a report signing key Y.
+
+    Raises ``InvalidProof`` (``pk_length``, ``pk_invalid``) if Y is not a canonical point.
+    """
+    if not isinstance(signing_public_key, bytes):
+        raise VrfError("public key must be bytes")
+    known = _BEACON_KEYS.get(signing_public_key)
+    if known is not None:
+        return known
+    if len(signing_public_key) != PUBLIC_KEY_LEN:
+        raise InvalidProof("pk_length")
+    if not _is_point(signing_public_key):
+        raise InvalidProof("pk_invalid")
+    derived = _add(signing_public_key, _mul_base(_beacon_tweak(signing_public_key)))
+    if len(_BEACON_KEYS) < 65_536:
+        _BEACON_KEYS[signing_public_key] = derived
+    return derived
+
+
+def prove_beacon(signing_seed: bytes, alpha: bytes) -> bytes:
+    """An RFC 9381 proof of ``alpha`` under the beacon key derived from ``signing_seed``
+    (see above); ``verify_beacon`` with the signing public key checks it."""
+    x, _ = _expand_seed(signing_seed)
+    y = _mul_base(x)
+    nonce_key = _sha512(BEACON_NONCE_DOMAIN, signing_seed)[:32]
+    return _prove_scalar((x + _beacon_tweak(y)) % _L, nonce_key, alpha).pi
+
+
+def verify_beacon(signing_public_key: bytes, pi: bytes, alpha: bytes) -> bytes:
+    """``verify`` under ``beacon_public_key(signing_public_key)``: beta, or InvalidProof."""
+    if not all(isinstance(arg, bytes) for arg in (signing_public_key, pi, alpha)):
+        raise VrfError("public_key, pi and alpha must be bytes")
+    return verify(beacon_public_key(signing_public_key), pi, alpha)

@@ -4,7 +4,10 @@ Owns: the registrations, bundles, proposals, signatures and final reports a vali
 and the decisions made from them. It never reads a clock, touches a socket or a file: the
 shell (``validator.node``) feeds it messages and ``now``, and carries out the returned actions
 in order. The one ordering rule the shell must keep: a ``SignHeader`` action is written to the
-store (slashing protection) before its signature is published.
+store (slashing protection), and the outcome reported back (``on_signed_stored`` or
+``on_signed_refused``), before anything else is done. Until the store confirmed it, our
+signature exists only in that action: the core holds none of ours, so nothing of ours can be
+finalized, served, posted or published for a header the store refused.
 
 Per epoch t (E = epoch_seconds, end = end of epoch t):
     during t             probe assigned providers (shell's prober)
@@ -16,6 +19,14 @@ Per epoch t (E = epoch_seconds, end = end of epoch t):
     any time             a valid proposal whose header we recompute is signed (once per epoch);
                          threshold signatures over one header make the report final.
 Bad input is dropped and counted by reason in ``dropped``; it never raises.
+
+What a peer's message may cost us is bounded before the expensive part: topic byte limits
+(checked before decoding, tighter for the spec's n), gossiped finals and proposals refused if
+they carry records or a provider set, one proposal per (leader, attempt) (a second one is
+evidence), at most n bundles fetched per proposal, a pending proposal re-evaluated only when
+something it waits for arrives, at most two headers kept per signer per epoch (a second one
+is evidence, a third is refused before its signature is checked), and registrations admitted
+by the spec's rule (``validator.registry``).
 """
 
 from __future__ import annotations
@@ -29,22 +40,26 @@ from proofs.aggregate import WeightParams, build_records
 from proofs.consistency import drop_validators, inconsistent_validators
 from proofs.errors import BadSignature, DecodeError
 from proofs.messages import (
-    MAX_BUNDLE_BYTES, MAX_FINAL_BYTES, MAX_NOTICE_BYTES, MAX_NOTICE_LIST_BYTES,
-    MAX_PROPOSAL_BYTES, MAX_PROVIDER_SET_BYTES, MAX_REGISTRATION_BYTES, MAX_SIGNATURE_BYTES,
-    BundleNotice, FetchRequest, FinalReport, MeasurementBundle, Message, NoticeList,
-    Observation, Proposal, ProviderSet, Registration, ReportSignature, decode_message,
+    MAX_BUNDLE_BYTES, MAX_FINAL_BYTES, MAX_GOSSIP_FINAL_BYTES, MAX_GOSSIP_PROPOSAL_BYTES,
+    MAX_NOTICE_BYTES, MAX_NOTICE_LIST_BYTES, MAX_PROVIDER_SET_BYTES, MAX_REGISTRATION_BYTES,
+    MAX_SIGNATURE_BYTES, BundleNotice, FetchRequest, FinalReport, MeasurementBundle, Message,
+    NoticeList, Observation, Proposal, ProviderSet, Registration, ReportSignature,
+    decode_message,
 )
-from proofs.report import Record, ReportHeader
-from proofs.signing import public_key, sha256, sign_raw
+from proofs.report import HEADER_SIZE, Record, ReportHeader
+from proofs.signing import public_key, sha256, sign_raw, verify_raw
 from proofs.vrf import InvalidProof
 from validator import assignment
+from validator.registry import Registry, registration_hash
 from validator.spec import NetworkSpec
 from validator.store import StoredFinal
 
 TOPICS = ("registrations", "bundles", "proposals", "signatures", "finals")
+# Per topic, checked by the transport before the topic validator and by ``check`` before
+# decoding; ``ValidatorCore`` tightens proposals and finals to the spec's n.
 MAX_BYTES = {"registrations": MAX_REGISTRATION_BYTES, "bundles": MAX_NOTICE_BYTES,
-             "proposals": MAX_PROPOSAL_BYTES, "signatures": MAX_SIGNATURE_BYTES,
-             "finals": MAX_FINAL_BYTES}
+             "proposals": MAX_GOSSIP_PROPOSAL_BYTES, "signatures": MAX_SIGNATURE_BYTES,
+             "finals": MAX_GOSSIP_FINAL_BYTES}
 EXPECTED: dict[str, type] = {
     "registrations": Registration, "bundles": BundleNotice, "proposals": Proposal,
     "signatures": ReportSignature, "finals": FinalReport}
@@ -62,10 +77,8 @@ CATCH_UP_EPOCHS = 16  # how far back a returning validator fetches the finals it
 ZERO = bytes(32)
 EMPTY_SET_ROOT = merkle.root([])
 PROVIDER_SET_CACHE = 8  # sets by merkle root: this epoch's, the next, and a few being agreed
-
-
-def registration_hash(reg: Registration) -> bytes:
-    return sha256(reg.encode())
+HEADERS_PER_SIGNER = 2  # per epoch: the one it signed, and one more as evidence
+UNKNOWN_REGISTRATIONS_SLACK = 64  # a proposed set may name this many more we lack than new
 
 
 # -- actions (the core decides, the shell acts) ------------------------------------------------
@@ -87,11 +100,20 @@ class SaveBundle:
 
 @dataclass(frozen=True)
 class SignHeader:
-    """Persist (epoch, header_hash) as signed, then publish ``message``."""
+    """Persist (epoch, header_hash) as signed (slashing protection), then tell the core:
+    ``on_signed_stored`` once the store holds it (the core then publishes ``message`` and
+    counts it), ``on_signed_refused`` if the store holds another header for the epoch."""
 
     epoch: int
     header_hash: bytes
     message: ReportSignature
+
+
+@dataclass(frozen=True)
+class DropRegistrations:
+    """Registration versions no provider set needs any more: delete them from the store."""
+
+    hashes: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
@@ -115,7 +137,18 @@ class Fetch:
 
 
 Action = Union[Publish, SaveRegistration, SaveBundle, SignHeader, SaveFinal, SaveEvidence,
-               Fetch]
+               Fetch, DropRegistrations]
+
+
+@dataclass
+class _Pending:
+    """A proposal parked until something it needs arrives."""
+
+    proposal: Proposal
+    waiting: frozenset[bytes]  # bundles, registrations, a set root fetched for it
+    finals_at: int  # with nothing to wait for (header mismatch): retried when finals change
+    registrations_at: int
+    tried_at: float
 
 
 @dataclass
@@ -123,12 +156,16 @@ class _EpochState:
     bundles: dict[bytes, MeasurementBundle] = field(default_factory=dict)  # by validator
     notices: dict[bytes, BundleNotice] = field(default_factory=dict)  # by validator
     equivocators: set[bytes] = field(default_factory=set)
-    # by leader: the proposal and the knowledge version it was last evaluated at
-    pending: dict[bytes, tuple[Proposal, int]] = field(default_factory=dict)
+    pending: dict[bytes, _Pending] = field(default_factory=dict)  # by leader
+    # (leader, attempt) -> the one proposal taken; leaders caught proposing twice
+    proposals: dict[tuple[bytes, int], Proposal] = field(default_factory=dict)
+    proposal_equivocators: set[bytes] = field(default_factory=set)
     # header hash -> (header bytes, bundle hashes, provider set) of a proposal we verified
     headers: dict[bytes, tuple[bytes, tuple[bytes, ...], tuple[bytes, ...]]] = field(
         default_factory=dict)
     signatures: dict[bytes, dict[bytes, bytes]] = field(default_factory=dict)  # hash->signer
+    # signer -> {header hash: its signature message}, at most HEADERS_PER_SIGNER
+    votes: dict[bytes, dict[bytes, ReportSignature]] = field(default_factory=dict)
     proposed: set[int] = field(default_factory=set)
     # validator -> bundle hash we held when we first judged a proposal for this epoch
     held_at_cutoff: dict[bytes, bytes] | None = None
@@ -143,10 +180,13 @@ class ValidatorCore:
         if spec.member(self.me) is None:
             raise ValueError("this signing key is not in the network spec's validator set")
         self.dropped: Counter[str] = Counter()
-        self.registrations: dict[bytes, Registration] = {}  # latest per provider
-        self.registration_by_hash: dict[bytes, Registration] = {}  # every version we hold
+        self.registry = Registry(spec)
         self.finals: dict[int, StoredFinal] = {}
         self.signed: dict[int, bytes] = {}  # slashing-protection cache of the store's table
+        # epoch -> (our signature, bundle hashes, provider set) until the store confirms it
+        self._signing: dict[int, tuple[ReportSignature, tuple[bytes, ...],
+                                       tuple[bytes, ...]]] = {}
+        self.header_computations = 0  # headers computed (not from the cache): a cost figure
         # epoch -> validators left out of that epoch's records as inconsistent (last computed)
         self.excluded: dict[int, frozenset[bytes]] = {}
         # epoch -> (bundle hashes, provider set) of the header we signed: what we re-propose
@@ -156,15 +196,23 @@ class ValidatorCore:
         # provider sets we computed or checked, by merkle root (proposals name only the root)
         self._provider_sets: dict[bytes, tuple[bytes, ...]] = {}
         self._roots: dict[tuple[bytes, ...], bytes] = {}  # the inverse, to skip re-hashing
-        self._next_set_cache: tuple[tuple[int, int], tuple[bytes, ...]] | None = None
-        self._registrations_changes = 0
+        self._next_set_cache: tuple[tuple[int, int, int], tuple[bytes, ...]] | None = None
+        self._pruned_at = -2  # the epoch registrations were last pruned in
+        # The latest ``now`` we were given: ``check`` (the transport's topic validator) has no
+        # time argument, and uses it for the time rules that spare a signature check.
+        self._latest_now: float | None = None
+        self._first_now: float | None = None  # when we (re)started, as far as we know
         self._header_cache: dict[tuple[object, ...], tuple[ReportHeader, list[Record]]] = {}
         self._committees: dict[bytes, dict[bytes, tuple[bytes, ...]]] = {}  # by epoch seed
         self._seed_cache: dict[tuple[int, int], bytes] = {}
         self._finals_changes = 0  # bumps whenever an epoch enters or leaves ``finals``
         self._published: set[int] = set()
         self._resynced: dict[int, float] = {}  # epoch -> when we last asked for notices
-        self._version = 0  # bumps when a bundle or final arrives: pending proposals re-check
+        n = spec.n
+        self._max_bytes = dict(MAX_BYTES, proposals=min(MAX_BYTES["proposals"], 512 + 35 * n),
+                               finals=min(MAX_BYTES["finals"], 512 + HEADER_SIZE + 101 * n))
+        self._unknown_registrations_limit = (spec.registration.max_new_per_epoch
+                                             + UNKNOWN_REGISTRATIONS_SLACK)
         self._weights = WeightParams(spec.rewards.throughput_cap_kbps,
                                      spec.rewards.uptime_exponent, spec.rewards.latency_bound_us)
 
@@ -174,7 +222,7 @@ class ValidatorCore:
         for raw in registrations:
             msg = decode_message(raw)
             assert isinstance(msg, Registration)
-            self._on_registration(msg)
+            self.registry.add(msg)
         for raw in bundles:
             msg = decode_message(raw)
             assert isinstance(msg, MeasurementBundle)
@@ -186,6 +234,20 @@ class ValidatorCore:
         self._published.update(e for e, st in self._epochs.items() if self.me in st.bundles)
 
     # -- views used by the shell and the HTTP status ------------------------------------
+    @property
+    def registrations(self) -> dict[bytes, Registration]:
+        """The live (latest) registration of every provider we hold (read-only)."""
+        return self.registry.live
+
+    @property
+    def registration_by_hash(self) -> dict[bytes, Registration]:
+        """Every registration version we hold, by hash (read-only)."""
+        return self.registry.by_hash
+
+    @property
+    def _registrations_changes(self) -> int:
+        return self.registry.changes
+
     def latest_final(self, before: int | None = None) -> StoredFinal | None:
         epochs = [e for e in self.finals if before is None or e < before]
         return self.finals[max(epochs)] if epochs else None
@@ -234,19 +296,21 @@ class ValidatorCore:
 
     def next_provider_set(self, epoch: int) -> tuple[bytes, ...]:
         """What a leader proposes with the report of ``epoch``: the latest registration of
-        every provider issued by the end of ``epoch``."""
-        key = (epoch, self._registrations_changes)
+        every admitted provider issued by the end of ``epoch``, within the caps of
+        ``Registry.next_set`` (at most ``max_new_per_epoch`` providers added to the set it
+        follows, never more than the decode limit)."""
+        key = (epoch, self._registrations_changes, self._finals_changes)
         if self._next_set_cache is not None and self._next_set_cache[0] == key:
             return self._next_set_cache[1]
-        end = self.spec.epoch_end(epoch)
-        latest: dict[bytes, tuple[int, bytes]] = {}
-        for digest, reg in self.registration_by_hash.items():
-            if reg.issued_at <= end and (reg.provider not in latest
-                                         or reg.issued_at > latest[reg.provider][0]):
-                latest[reg.provider] = (reg.issued_at, digest)
-        hashes = tuple(sorted(digest for _, digest in latest.values()))
+        hashes = self.registry.next_set(self.spec.epoch_end(epoch), self._set_base(epoch))
         self._next_set_cache = (key, hashes)
         return hashes
+
+    def _set_base(self, epoch: int) -> frozenset[bytes] | None:
+        """Providers of the set that the one proposed with ``epoch``'s report follows: the
+        set named by the latest final before ``epoch``; None before any report."""
+        final = self.latest_final(before=epoch)
+        return None if final is None else self.registry.providers_of(final.provider_set)
 
     def _remember_provider_set(self, hashes: tuple[bytes, ...]) -> bytes:
         root = self._roots.get(hashes)
@@ -274,19 +338,18 @@ class ValidatorCore:
             return ours
         return [Fetch(FetchRequest("provider_set", epoch, root, prefer=(leader,)))]
 
-    def _check_provider_set(self, epoch: int, hashes: tuple[bytes, ...],
-                            proposed_at: float) -> str | list[Action] | None:
-        """None if a proposed set is acceptable; fetches if we lack some registrations; a
-        reason if it names something no honest leader would."""
+    def _check_provider_set(self, epoch: int, hashes: tuple[bytes, ...], proposed_at: float,
+                            leader: bytes) -> str | list[Action] | None:
+        """None if a proposed set is acceptable; fetches if we lack some registrations (at
+        most ``max_new_per_epoch`` + a few: beyond that it is refused unfetched); a reason if
+        it names something no honest leader would."""
         missing = [h for h in hashes if h not in self.registration_by_hash]
+        if len(missing) > self._unknown_registrations_limit:
+            return "provider_set_too_many_unknown"
         if missing:
-            return [Fetch(FetchRequest("registration", epoch, h)) for h in missing]
-        regs = [self.registration_by_hash[h] for h in hashes]
-        if len({r.provider for r in regs}) != len(regs):
-            return "provider_set_duplicate_provider"
-        if any(r.issued_at > proposed_at for r in regs):
-            return "provider_set_future_registration"
-        return None
+            return [Fetch(FetchRequest("registration", epoch, h, prefer=(leader,)))
+                    for h in missing]
+        return self.registry.check_set(hashes, self._set_base(epoch), proposed_at)
 
     def assignment(self, epoch: int) -> list[Registration]:
         """The providers this validator probes in ``epoch``."""
@@ -319,30 +382,39 @@ class ValidatorCore:
 
     # -- gossip validation (REJECT cases only; the p2p layer scores them) ---------------
     def check(self, topic: str, data: bytes) -> Message | None:
-        """Decode and authenticate a gossip message. None = reject (counted)."""
-        return self._decode_checked(topic, data, MAX_BYTES[topic], EXPECTED[topic])
+        """Decode and authenticate a gossip message. None = reject (counted).
+
+        Cheapest first: the topic's byte limit (before decoding), finals and proposals that
+        carry records or a provider set (before those lists are read), then what needs no
+        signature check (admission rule, known equivocators), then the signature."""
+        return self._decode_checked(topic, data, self._max_bytes[topic], EXPECTED[topic],
+                                    gossip=True)
 
     def _decode_checked(self, label: str, data: bytes, max_bytes: int,
-                        expected: type) -> Message | None:
+                        expected: type, gossip: bool = False) -> Message | None:
         try:
-            msg = decode_message(data, max_bytes)
+            msg = decode_message(data, max_bytes, bare=gossip)
         except DecodeError as exc:
             self.dropped[f"{label}:{exc.reason}"] += 1
             return None
         if not isinstance(msg, expected):
             self.dropped[f"{label}:wrong_type"] += 1
             return None
-        reason = self._authenticate(msg)
+        reason = self._authenticate(msg, gossip)
         if reason:
             self.dropped[f"{label}:{reason}"] += 1
             return None
         return msg
 
-    def _authenticate(self, msg: Message) -> str | None:
+    def _authenticate(self, msg: Message, gossip: bool = False) -> str | None:
         try:
             if isinstance(msg, Registration):
                 if msg.network_id != self.spec.network_id:
                     return "wrong_network"
+                reason = self.registry.precheck(msg, self._latest_now) if gossip else (
+                    None if self.spec.registration.admits(msg.provider) else "not_allowed")
+                if reason is not None:
+                    return reason
                 msg.verify()
                 return None
             if isinstance(msg, FinalReport):
@@ -363,12 +435,30 @@ class ValidatorCore:
                 msg.leader if isinstance(msg, Proposal) else msg.signer)
             if self.spec.member(signer) is None:
                 return "not_member"
+            if gossip and self._known_equivocation(msg):
+                return "from_equivocator"
             msg.verify()
         except InvalidProof:
             return "bad_beacon"
         except BadSignature:
             return "bad_signature"
         return None
+
+    def _known_equivocation(self, msg: Message) -> bool:
+        """A proposal or signature from a signer already caught equivocating for that epoch
+        and slot, that we would drop anyway: refused before its signature is checked."""
+        if isinstance(msg, ReportSignature):
+            state = self._epochs.get(msg.epoch)
+            mine = state.votes.get(msg.signer) if state else None
+            return (mine is not None and len(mine) >= HEADERS_PER_SIGNER
+                    and msg.header_hash not in mine)
+        if isinstance(msg, Proposal):
+            state = self._epochs.get(msg.epoch)
+            if state is None or msg.leader not in state.proposal_equivocators:
+                return False
+            taken = state.proposals.get((msg.leader, msg.attempt))
+            return taken is not None and taken != msg
+        return False
 
     def _check_final(self, final: FinalReport) -> str | None:
         try:
@@ -377,6 +467,8 @@ class ValidatorCore:
             return "bad_header"
         if header.config_digest != self.spec.config_digest:
             return "wrong_network"
+        if len(final.signatures) < self.spec.threshold:
+            return "below_threshold"
         digest = sha256(final.header)
         known = self.finals.get(header.epoch)
         same = known is not None and known.header_hash == digest
@@ -390,8 +482,7 @@ class ValidatorCore:
                 valid += 1
                 continue
             try:
-                ReportSignature(header.config_digest, header.epoch, digest, signer,
-                                signature).verify()
+                verify_raw(signer, digest, signature)
             except BadSignature:
                 return "bad_signature"
             valid += 1
@@ -414,8 +505,9 @@ class ValidatorCore:
     # -- inputs ---------------------------------------------------------------------------
     def on_message(self, msg: Message, now: float) -> list[Action]:
         """Handle a message that passed ``check``."""
+        self._saw_time(now)
         if isinstance(msg, Registration):
-            return self._on_registration(msg)
+            return self._on_registration(msg, now)
         if isinstance(msg, FinalReport):
             return self._on_final(msg, now)
         epoch = msg.epoch  # type: ignore[union-attr]
@@ -434,19 +526,22 @@ class ValidatorCore:
         self.dropped["unexpected_message"] += 1
         return []
 
-    def _on_registration(self, reg: Registration) -> list[Action]:
-        digest = registration_hash(reg)
-        if digest in self.registration_by_hash:
-            return []  # providers re-publish every epoch: expected, not a drop
-        self.registration_by_hash[digest] = reg
-        self._version += 1
-        self._registrations_changes += 1
-        known = self.registrations.get(reg.provider)
-        if known is None or reg.issued_at > known.issued_at:
-            self.registrations[reg.provider] = reg
-        elif known.issued_at == reg.issued_at:
-            self.dropped["registration_conflict"] += 1
+    def _on_registration(self, reg: Registration, now: float) -> list[Action]:
+        """A gossiped registration (signature checked): admitted by the spec's rule or
+        dropped with the rule's reason (``registration_rate_limited``, ...)."""
+        reason = self.registry.admit(reg, registration_hash(reg), now)
+        if reason == "duplicate":
+            return []  # a version we hold, seen again: expected, not a drop
+        if reason is not None:
+            self.dropped[f"registration_{reason}"] += 1
+            return []
         return [SaveRegistration(reg)]
+
+    def _saw_time(self, now: float) -> None:
+        if self._latest_now is None or now > self._latest_now:
+            self._latest_now = now
+        if self._first_now is None:
+            self._first_now = now
 
     def _state(self, epoch: int) -> _EpochState:
         return self._epochs.setdefault(epoch, _EpochState())
@@ -463,7 +558,6 @@ class ValidatorCore:
                                           notice.encode(), bundle.encode(), bundle)
             state.bundles[bundle.validator] = bundle
             self._bundle_by_hash[bundle.hash()] = bundle
-            self._version += 1
             return [SaveBundle(bundle)]
         if known == bundle:
             self.dropped["duplicate"] += 1
@@ -538,15 +632,18 @@ class ValidatorCore:
         """The header and records that ``bundles`` produce, with ``provider_set`` (registration
         hashes measured from epoch + 2) as providers_root; or the reason we cannot tell."""
         by_validator = {b.validator: b for b in bundles}
+        named = self.named_provider_set(epoch)
         # Everything else the result depends on (named set, seed, previous report) changes
-        # only with the finals and registrations we hold.
+        # only with the finals we hold; registrations matter only through the named set
+        # (immutable by hash) once there is one, so a registration flood does not make us
+        # recompute.
         cache_key = (epoch, frozenset(b.hash() for b in by_validator.values()),
                      tuple(provider_set), self._finals_changes,
-                     self._registrations_changes)
+                     -1 if named else self._registrations_changes)
         cached = self._header_cache.get(cache_key)
         if cached is not None:
             return cached
-        named = self.named_provider_set(epoch)
+        self.header_computations += 1
         measured: dict[bytes, Registration] | None = None
         if named is not None:
             if any(h not in self.registration_by_hash for h in named):
@@ -633,6 +730,11 @@ class ValidatorCore:
         state = self._state(epoch)
         if attempt in state.proposed or self.leader(epoch, attempt) != self.me:
             return []
+        if self._first_now is not None and self.attempt_start(epoch, attempt) < self._first_now:
+            # Under way when we started: we may have proposed in it before a restart, and a
+            # second, different proposal for one attempt is evidence against its leader.
+            state.proposed.add(attempt)
+            return []
         if epoch in self._signed_sets:
             # Locked on what we signed: propose the same sets, so the same header can finish.
             hashes, provider_set = self._signed_sets[epoch]
@@ -657,6 +759,8 @@ class ValidatorCore:
         return [Publish("proposals", proposal.encode())] + self._on_proposal(proposal, now)
 
     def _on_proposal(self, proposal: Proposal, now: float) -> list[Action]:
+        """Cheap checks first; one proposal per (leader, attempt): a second, different one
+        is evidence against its leader and is never evaluated."""
         epoch = proposal.epoch
         if proposal.leader != self.leader(epoch, proposal.attempt):
             self.dropped["proposal_wrong_leader"] += 1
@@ -667,124 +771,210 @@ class ValidatorCore:
         if len(proposal.bundle_hashes) < self.spec.threshold:
             self.dropped["proposal_too_few_bundles"] += 1
             return []
+        if len(proposal.bundle_hashes) > self.spec.n:  # one bundle per validator at most
+            self.dropped["proposal_too_many_bundles"] += 1
+            return []
+        state = self._state(epoch)
+        slot = (proposal.leader, proposal.attempt)
+        taken = state.proposals.get(slot)
+        if taken is not None:
+            if taken == proposal:
+                return []  # our own proposal coming back, or a re-delivery
+            self.dropped["proposal_equivocation"] += 1
+            if proposal.leader in state.proposal_equivocators:
+                return []
+            state.proposal_equivocators.add(proposal.leader)
+            return [SaveEvidence("proposal", epoch, proposal.leader, taken.encode(),
+                                 proposal.encode())]
+        state.proposals[slot] = proposal
         return self._evaluate(proposal, now)
 
+    def _park(self, state: _EpochState, proposal: Proposal, waiting: Iterable[bytes],
+              now: float) -> None:
+        state.pending[proposal.leader] = _Pending(proposal, frozenset(waiting),
+                                                  self._finals_changes,
+                                                  self._registrations_changes, now)
+
     def _evaluate(self, proposal: Proposal, now: float) -> list[Action]:
+        """Check a proposal and sign its header if we compute the same one. Whatever it
+        lacks is fetched (at most one bundle per validator, a bounded number of
+        registrations) and the proposal is parked until that arrives (``_retry_pending``)."""
         epoch = proposal.epoch
         state = self._state(epoch)
-        state.pending[proposal.leader] = (proposal, self._version)
+        state.pending.pop(proposal.leader, None)
+        # A leader may not leave out bundles we held by the time proposals were due: else a
+        # censoring leader plus lying friends could become a committee's majority. Honest
+        # validators that hold the omitted bundles refuse, so censors never reach threshold.
+        # (Checked on the hashes alone, before anything is fetched.)
+        if state.held_at_cutoff is None:
+            state.held_at_cutoff = {v: b.hash() for v, b in state.bundles.items()}
+        named = set(proposal.bundle_hashes)
+        omitted = [h for v, h in state.held_at_cutoff.items()
+                   if v not in state.equivocators and h not in named]
+        if omitted:
+            self.dropped["proposal_omits_held_bundles"] += 1
+            return []
         missing = [h for h in proposal.bundle_hashes if h not in self._bundle_by_hash]
         if missing:
-            return [Fetch(FetchRequest("bundle", epoch, h)) for h in missing]
+            self._park(state, proposal, missing, now)
+            return [Fetch(FetchRequest("bundle", epoch, h, prefer=(proposal.leader,)))
+                    for h in missing]
         bundles = [self._bundle_by_hash[h] for h in proposal.bundle_hashes]
         signers = [b.validator for b in bundles]
         if len(set(signers)) != len(signers) or any(b.epoch != epoch for b in bundles):
             self.dropped["proposal_bad_bundle_set"] += 1
-            state.pending.pop(proposal.leader, None)
             return []
         if any(s in state.equivocators for s in signers):
             self.dropped["proposal_uses_equivocator"] += 1
-            state.pending.pop(proposal.leader, None)
-            return []
-        # A leader may not leave out bundles we held by the time proposals were due: else a
-        # censoring leader plus lying friends could become a committee's majority. Honest
-        # validators that hold the omitted bundles refuse, so censors never reach threshold.
-        if state.held_at_cutoff is None:
-            state.held_at_cutoff = {v: b.hash() for v, b in state.bundles.items()}
-        omitted = [h for v, h in state.held_at_cutoff.items()
-                   if v not in state.equivocators and h not in proposal.bundle_hashes]
-        if omitted:
-            self.dropped["proposal_omits_held_bundles"] += 1
-            state.pending.pop(proposal.leader, None)
             return []
         try:
             root = ReportHeader.from_bytes(proposal.header).providers_root
         except DecodeError:
             self.dropped["proposal_bad_header"] += 1
-            state.pending.pop(proposal.leader, None)
             return []
         resolved = proposal.provider_set or self._resolve_provider_set(
             epoch, root, proposal.leader)
         if isinstance(resolved, list):
+            self._park(state, proposal, [root], now)
             return resolved  # fetching the set
         provider_set: tuple[bytes, ...] = resolved
         problem = self._check_provider_set(epoch, provider_set,
-                                           self.attempt_start(epoch, proposal.attempt) + 1.0)
+                                           self.attempt_start(epoch, proposal.attempt) + 1.0,
+                                           proposal.leader)
         if isinstance(problem, list):
+            self._park(state, proposal, [a.request.key for a in problem
+                                         if isinstance(a, Fetch)], now)
             return problem
         if problem is not None:
             self.dropped[f"proposal_{problem}"] += 1
-            state.pending.pop(proposal.leader, None)
             return []
         result = self.compute_header(epoch, bundles, provider_set)
         if isinstance(result, str):
             self.dropped[f"proposal_unverifiable:{result}"] += 1
-            return self._catch_up_request(epoch)
+            named_set = self.named_provider_set(epoch) or ()
+            lacking = [h for h in named_set if h not in self.registration_by_hash]
+            self._park(state, proposal, lacking[:self._unknown_registrations_limit], now)
+            return self._catch_up_request(epoch) + [
+                Fetch(FetchRequest("registration", epoch, h))
+                for h in lacking[:self._unknown_registrations_limit]]
         header, _ = result
         if header.to_bytes() != proposal.header:
             self.dropped["proposal_header_mismatch"] += 1
+            self._park(state, proposal, (), now)  # retried once the finals we hold change
             return self._catch_up_request(epoch)
-        state.pending.pop(proposal.leader, None)
         header_hash = header.hash()
         self._remember_provider_set(provider_set)
         state.headers[header_hash] = (proposal.header, proposal.bundle_hashes, provider_set)
         state.proposers.setdefault(header_hash, proposal.leader)
         actions: list[Action] = []
-        signed = self.signed.get(epoch)
+        pending = self._signing.get(epoch)
+        signed = self.signed.get(epoch, pending[0].header_hash if pending else None)
         if signed is None:
-            self.signed[epoch] = header_hash
-            self._signed_sets[epoch] = (proposal.bundle_hashes, provider_set)
-            sig = ReportSignature(self.spec.config_digest, epoch, header_hash, self.me,
-                                  sign_raw(self._seed, header_hash))
-            actions.append(SignHeader(epoch, header_hash, sig))
-            actions += self._on_signature(sig, now)
+            # Signed, but not ours yet: the shell stores it first (SignHeader), then tells
+            # us (on_signed_stored); only then is it counted, published or served.
+            self._signing[epoch] = (self._sign_header(header), proposal.bundle_hashes,
+                                    provider_set)
+            actions.append(SignHeader(epoch, header_hash, self._signing[epoch][0]))
         elif signed != header_hash:
             self.dropped["already_signed_other_header"] += 1
-        actions += self._maybe_finalize(epoch)
+        actions += self._maybe_finalize(epoch, header_hash)
         return actions
+
+    def _sign_header(self, header: ReportHeader) -> ReportSignature:
+        """The one place the report key signs raw bytes: sha256 of a header we computed."""
+        data = header.to_bytes()
+        return ReportSignature(data, self.me, sign_raw(self._seed, sha256(data)))
+
+    def on_signed_stored(self, epoch: int, header_hash: bytes, now: float) -> list[Action]:
+        """The store holds our signature of ``header_hash`` for ``epoch`` (slashing
+        protection): from now on it is ours, counted, published and served. Raises
+        ValueError if no such SignHeader is outstanding (the shell's misuse)."""
+        pending = self._signing.get(epoch)
+        if pending is None or pending[0].header_hash != header_hash:
+            raise ValueError(f"no signature of {header_hash.hex()[:16]} waits for epoch {epoch}")
+        del self._signing[epoch]
+        sig, hashes, provider_set = pending
+        self.signed[epoch] = header_hash
+        self._signed_sets[epoch] = (hashes, provider_set)
+        return [Publish("signatures", sig.encode())] + self._on_signature(sig, now)
+
+    def on_signed_refused(self, epoch: int, header_hash: bytes,
+                          stored: bytes | None) -> list[Action]:
+        """The store refused our signature of ``header_hash``: it holds ``stored`` for
+        ``epoch`` (another process on the same file signed it). Ours is discarded: nothing
+        of ours for this epoch is counted, published, served or posted, and we sign nothing
+        else for it."""
+        pending = self._signing.pop(epoch, None)
+        if pending is None or pending[0].header_hash != header_hash:
+            raise ValueError(f"no signature of {header_hash.hex()[:16]} waits for epoch {epoch}")
+        self.dropped["slashing_refused"] += 1
+        self.signed[epoch] = stored if stored is not None else ZERO
+        return []
 
     def _catch_up_request(self, epoch: int) -> list[Action]:
         last = self.latest_final(before=epoch)
         start = last.epoch + 1 if last else max(0, epoch - WINDOW_EPOCHS)
         return [Fetch(FetchRequest("final", e, b"")) for e in range(start, epoch)]
 
+    def _have(self, key: bytes) -> bool:
+        return (key in self._bundle_by_hash or key in self.registration_by_hash
+                or key in self._provider_sets)
+
     def _retry_pending(self, epoch: int, now: float) -> list[Action]:
+        """Re-evaluate the parked proposals of ``epoch`` whose wait is over: something they
+        fetched arrived, or (parked on a header we computed differently) the finals we hold
+        changed; before the first report also the registrations, at most once a second."""
+        state = self._epochs.get(epoch)
+        if state is None or not state.pending:
+            return []
         actions: list[Action] = []
-        for proposal, version in list(self._state(epoch).pending.values()):
-            if version != self._version and all(
-                    h in self._bundle_by_hash for h in proposal.bundle_hashes):
-                # (a provider set that arrived also bumps the version)
-                actions += self._evaluate(proposal, now)
+        for entry in list(state.pending.values()):
+            if entry.waiting:
+                due = any(self._have(k) for k in entry.waiting)
+            else:
+                due = entry.finals_at != self._finals_changes or (
+                    not self.finals and entry.registrations_at != self._registrations_changes
+                    and now - entry.tried_at >= 1.0)
+            if due:
+                actions += self._evaluate(entry.proposal, now)
         return actions
 
     # -- signatures and finality ----------------------------------------------------------
     def _on_signature(self, sig: ReportSignature, now: float) -> list[Action]:
+        """At most HEADERS_PER_SIGNER headers per signer and epoch: the first, and a second
+        one as evidence (both messages carry their headers and verify on their own)."""
         state = self._state(sig.epoch)
-        by_signer = state.signatures.setdefault(sig.header_hash, {})
-        if by_signer.get(sig.signer) == sig.signature:
+        mine = state.votes.setdefault(sig.signer, {})
+        if sig.header_hash in mine:
+            return []  # seen (our own signature coming back, or a re-delivery)
+        if len(mine) >= HEADERS_PER_SIGNER:
+            self.dropped["signature_from_equivocator"] += 1
             return []
-        for other_hash, others in state.signatures.items():
-            if other_hash != sig.header_hash and sig.signer in others:
-                self.dropped["signature_equivocation"] += 1
-                first = ReportSignature(sig.config_digest, sig.epoch, other_hash, sig.signer,
-                                        others[sig.signer])
-                by_signer[sig.signer] = sig.signature
-                return [SaveEvidence("signature", sig.epoch, sig.signer, first.encode(),
-                                     sig.encode())] + self._maybe_finalize(sig.epoch)
-        by_signer[sig.signer] = sig.signature
-        return self._maybe_finalize(sig.epoch)
+        actions: list[Action] = []
+        if mine:
+            self.dropped["signature_equivocation"] += 1
+            first = next(iter(mine.values()))
+            actions.append(SaveEvidence("signature", sig.epoch, sig.signer, first.encode(),
+                                        sig.encode()))
+        mine[sig.header_hash] = sig
+        state.signatures.setdefault(sig.header_hash, {})[sig.signer] = sig.signature
+        return actions + self._maybe_finalize(sig.epoch, sig.header_hash)
 
-    def _maybe_finalize(self, epoch: int) -> list[Action]:
+    def _maybe_finalize(self, epoch: int, header_hash: bytes | None = None) -> list[Action]:
+        """Finalize ``header_hash`` (default: every header we verified for ``epoch``) if it
+        has ``threshold`` signatures."""
         state = self._state(epoch)
         actions: list[Action] = []
-        for header_hash, by_signer in state.signatures.items():
-            if len(by_signer) < self.spec.threshold or header_hash not in state.headers:
+        candidates = [header_hash] if header_hash is not None else list(state.headers)
+        for candidate in candidates:
+            by_signer = state.signatures.get(candidate, {})
+            if len(by_signer) < self.spec.threshold or candidate not in state.headers:
                 continue
-            header, hashes, provider_set = state.headers[header_hash]
+            header, hashes, provider_set = state.headers[candidate]
             known = self.finals.get(epoch)
             sigs = tuple(sorted(by_signer.items()))
             if known is not None:
-                if known.header_hash == header_hash and len(sigs) > len(known.signatures):
+                if known.header_hash == candidate and len(sigs) > len(known.signatures):
                     actions += self._more_signatures(known, sigs)
                 continue
             result = self.compute_header(epoch, [self._bundle_by_hash[h] for h in hashes],
@@ -792,13 +982,12 @@ class ValidatorCore:
             if isinstance(result, str):
                 continue
             _, records = result
-            final = StoredFinal(epoch, header, header_hash, sigs,
+            final = StoredFinal(epoch, header, candidate, sigs,
                                 tuple(r.to_bytes() for r in records), hashes, provider_set)
             self.finals[epoch] = final
             self._finals_changes += 1
-            self._version += 1
             actions.append(SaveFinal(final, new=True))
-            if state.proposers.get(header_hash) == self.me:
+            if state.proposers.get(candidate) == self.me:
                 # One copy per report, from its leader: validators that saw the proposal
                 # finalize from the signatures themselves; the rest catch up by fetching.
                 actions.append(Publish("finals", FinalReport(header, sigs).encode()))
@@ -840,7 +1029,6 @@ class ValidatorCore:
                              tuple(records), hashes, provider_set)
         self.finals[header.epoch] = stored
         self._finals_changes += 1
-        self._version += 1
         return [SaveFinal(stored, new=True)] + self._walk_back(header, now)
 
     def _more_signatures(self, known: StoredFinal,
@@ -863,7 +1051,9 @@ class ValidatorCore:
 
     # -- timers ---------------------------------------------------------------------------
     def on_tick(self, now: float) -> list[Action]:
-        """Run what is due at ``now``: proposals, retries of pending proposals."""
+        """Run what is due at ``now``: proposals, retries of pending proposals, and once per
+        epoch the pruning of registration versions no set needs."""
+        self._saw_time(now)
         current = self.spec.epoch_at(now)
         actions: list[Action] = []
         for epoch in range(max(0, current - WINDOW_EPOCHS), current):
@@ -872,7 +1062,30 @@ class ValidatorCore:
                 actions += self._retry_pending(epoch, now)
                 actions += self._maybe_resync(epoch, now)
         self._forget_before(current - 2 * WINDOW_EPOCHS)
+        if current != self._pruned_at:
+            self._pruned_at = current
+            actions += self._prune_registrations(current)
         return actions
+
+    def _prune_registrations(self, current: int) -> list[Action]:
+        """Drop the registration versions (memory and store) that are neither live, nor
+        named by a set still in use (measured now or next or by an epoch still open, signed
+        with an open epoch), nor the latest issued by the end of an epoch that may still be
+        proposed (where the sets being agreed come from). A set in the cache that names a
+        dropped version costs a fetch if it is ever used again."""
+        open_epochs = [e for e in range(max(0, current - WINDOW_EPOCHS), current)
+                       if e not in self.finals]
+        keep: set[bytes] = set()
+        for epoch in open_epochs + [current, current + 1, current + 2]:
+            keep.update(self.named_provider_set(epoch) or ())
+        for epoch in open_epochs:
+            if epoch in self._signed_sets:
+                keep.update(self._signed_sets[epoch][1])
+            if epoch in self._signing:
+                keep.update(self._signing[epoch][2])
+        ends = [self.spec.epoch_end(e) for e in open_epochs + [current]]
+        dropped = self.registry.prune(keep, ends)
+        return [DropRegistrations(tuple(dropped))] if dropped else []
 
     def _maybe_resync(self, epoch: int, now: float) -> list[Action]:
         """Once the first leader's turn has passed without a final report, ask a peer for the
@@ -893,6 +1106,8 @@ class ValidatorCore:
         for old in [e for e in self._epochs if e < epoch]:
             for bundle in self._epochs.pop(old).bundles.values():
                 self._bundle_by_hash.pop(bundle.hash(), None)
+        for old in [e for e in self._signed_sets if e < epoch]:
+            del self._signed_sets[old]
         for old in [e for e in self.finals if e < epoch - 64]:
             del self.finals[old]
             self._finals_changes += 1
@@ -949,14 +1164,16 @@ class ValidatorCore:
                 self.dropped["fetch_wrong_provider_set"] += 1
                 return []
             self._remember_provider_set(msg.hashes)
-            self._version += 1
             return self._retry_pending(request.epoch, now)
         if isinstance(msg, Registration):
             if registration_hash(msg) != request.key:
                 self.dropped["fetch_wrong_registration"] += 1
                 return []
-            # a proposal may be waiting for it
-            return self._on_registration(msg) + self._retry_pending(request.epoch, now)
+            # Named by a provider set (a proposal may be waiting for it): held without the
+            # gossip limits, which the set's checks stand in for.
+            added = self.registry.add(msg, request.key)
+            return ([SaveRegistration(msg)] if added else []) + self._retry_pending(
+                request.epoch, now)
         if isinstance(msg, MeasurementBundle):
             if msg.hash() != request.key:
                 self.dropped["fetch_wrong_bundle"] += 1

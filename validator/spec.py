@@ -53,6 +53,48 @@ class ProbeParams:
     warmup_fraction: float = 0.25
 
 
+REGISTRATION_MODES = ("open", "allowlist")  # room for an on-chain onboarding rule later
+DEFAULT_REGISTRATION_INTERVAL_SECONDS = 10
+DEFAULT_MAX_NEW_PROVIDERS_PER_EPOCH = 1_000
+
+
+@dataclass(frozen=True)
+class RegistrationRule:
+    """Who may register as a provider, and how fast (the ``[registration]`` table).
+
+    - ``mode = "open"``: any key; ``"allowlist"``: only the keys in ``allow`` (base58). A
+      later mode (an on-chain onboarding rule) would add a name here.
+    - ``per_key_interval_seconds``: a provider's new version must be issued at least this long
+      after its live one, or it is dropped (``registrations:rate_limited``); None (the field
+      left out) means ``min(10, epoch_seconds)``, so a provider agent's one registration per
+      epoch always passes.
+    - ``max_new_per_epoch``: providers a validator admits from gossip per epoch, and providers
+      a report's provider set may add to the set it follows (``provider_set_too_many_new``).
+
+    The defaults keep a spec without the table as it was (and its config digest too).
+    """
+
+    mode: str = "open"
+    allow: tuple[bytes, ...] = ()  # provider public keys, sorted
+    per_key_interval_seconds: int | None = None
+    max_new_per_epoch: int = DEFAULT_MAX_NEW_PROVIDERS_PER_EPOCH
+
+    def admits(self, provider: bytes) -> bool:
+        if self.mode == "allowlist":
+            return provider in self._allowed()
+        return True
+
+    def _allowed(self) -> frozenset[bytes]:
+        cached = self.__dict__.get("_allow_set")
+        if cached is None:
+            cached = frozenset(self.allow)
+            object.__setattr__(self, "_allow_set", cached)
+        return cached
+
+    def is_default(self) -> bool:
+        return self == RegistrationRule()
+
+
 @dataclass(frozen=True)
 class NetworkSpec:
     network_id: str
@@ -70,6 +112,11 @@ class NetworkSpec:
     pool_address: str = ""  # base58 Pool account; empty: reports are not posted
     pool_program_id: str = ""  # base58 id of the pool program that owns pool_address
     sybil_damping: bool = False
+    registration: RegistrationRule = field(default_factory=RegistrationRule)
+    # Data-plane targets on loopback, private or link-local addresses: True allows them,
+    # False refuses them, None (left out) allows loopback only on a loopback devnet
+    # (validator.data_policy). Multicast and unspecified addresses are always refused.
+    allow_private_data_hosts: bool | None = None
 
     # -- derived -----------------------------------------------------------------------
     @property
@@ -91,6 +138,14 @@ class NetworkSpec:
     @property
     def committee_quorum(self) -> int:
         return self.effective_committee_size // 2 + 1
+
+    @property
+    def registration_interval(self) -> int:
+        """Seconds between two versions of one provider's registration (see RegistrationRule)."""
+        interval = self.registration.per_key_interval_seconds
+        if interval is None:
+            return min(DEFAULT_REGISTRATION_INTERVAL_SECONDS, self.epoch_seconds)
+        return interval
 
     @property
     def reachable_regions(self) -> int:
@@ -132,6 +187,12 @@ class NetworkSpec:
                   p.warmup_fraction.hex(), self.pool_address, self.sybil_damping]
         if self.pool_program_id:  # appended only when set: a spec without one keeps its digest
             fields.append(self.pool_program_id)
+        if not self.registration.is_default():  # likewise: the admission rule, when set
+            rule = self.registration
+            fields.append(["registration", rule.mode, sorted(rule.allow),
+                           rule.per_key_interval_seconds, rule.max_new_per_epoch])
+        if self.allow_private_data_hosts is not None:  # likewise, when set
+            fields.append(["allow_private_data_hosts", self.allow_private_data_hosts])
         return fields
 
     def topic(self, name: str) -> str:
@@ -165,6 +226,8 @@ class NetworkSpec:
             "pool_address": self.pool_address,
             "pool_program_id": self.pool_program_id,
             "sybil_damping": self.sybil_damping,
+            **({} if self.allow_private_data_hosts is None else {
+                "allow_private_data_hosts": self.allow_private_data_hosts}),
             "rewards": {
                 "throughput_cap_kbps": self.rewards.throughput_cap_kbps,
                 "uptime_exponent": self.rewards.uptime_exponent,
@@ -177,6 +240,13 @@ class NetworkSpec:
                 "throughput_seconds": self.probes.throughput_seconds,
                 "warmup_fraction": self.probes.warmup_fraction,
             },
+            **({} if self.registration.is_default() else {"registration": {
+                "mode": self.registration.mode,
+                "allow": [base58.b58encode(k).decode() for k in self.registration.allow],
+                "max_new_per_epoch": self.registration.max_new_per_epoch,
+                **({} if self.registration.per_key_interval_seconds is None else {
+                    "per_key_interval_seconds": self.registration.per_key_interval_seconds}),
+            }}),
             "validators": [
                 {"name": v.name, "signing_key": base58.b58encode(v.signing_key).decode(),
                  "identity": v.identity, "region": v.region, "lat": v.lat, "lon": v.lon,
@@ -275,6 +345,7 @@ def spec_from_dict(data: Any) -> NetworkSpec:
     pr.done()
     if probes.warmup_fraction >= 1:
         raise SpecError("probes.warmup_fraction: must be < 1")
+    registration = _registration_rule(top.get("registration", dict, {}))
     spec = NetworkSpec(
         network_id=top.get("network_id", str),
         genesis_time=top.get("genesis_time", int),
@@ -290,7 +361,9 @@ def spec_from_dict(data: Any) -> NetworkSpec:
         rpc_url=top.get("rpc_url", str, ""),
         pool_address=top.get("pool_address", str, ""),
         pool_program_id=top.get("pool_program_id", str, ""),
+        allow_private_data_hosts=top.get("allow_private_data_hosts", bool, None),
         sybil_damping=top.get("sybil_damping", bool, False),
+        registration=registration,
     )
     top.done()
     for name in ("pool_address", "pool_program_id"):
@@ -306,6 +379,33 @@ def spec_from_dict(data: Any) -> NetworkSpec:
     if not spec.network_id or len(spec.network_id) > 64:
         raise SpecError("network_id: 1 to 64 characters")
     return spec
+
+
+def _registration_rule(table: Any) -> RegistrationRule:
+    rg = _Fields(table, "registration")
+    mode = rg.get("mode", str, "open")
+    if mode not in REGISTRATION_MODES:
+        raise SpecError(f"registration.mode: {mode!r} is not one of {list(REGISTRATION_MODES)}")
+    raw_allow = rg.get("allow", list, [])
+    keys = []
+    for i, text in enumerate(raw_allow):
+        if not isinstance(text, str):
+            raise SpecError(f"registration.allow[{i}]: not a base58 32-byte public key")
+        keys.append(_key(text, f"registration.allow[{i}]"))
+    allow = tuple(sorted(set(keys)))
+    if len(allow) != len(raw_allow):
+        raise SpecError("registration.allow: a key appears twice")
+    interval = rg.get("per_key_interval_seconds", int, None)
+    if interval is not None and interval < 0:
+        raise SpecError(f"registration.per_key_interval_seconds: must be >= 0, got {interval}")
+    rule = RegistrationRule(mode, allow, interval,
+                            rg.positive("max_new_per_epoch", DEFAULT_MAX_NEW_PROVIDERS_PER_EPOCH))
+    rg.done()
+    if mode == "allowlist" and not allow:
+        raise SpecError("registration.allow: mode \"allowlist\" needs at least one provider key")
+    if mode == "open" and allow:
+        raise SpecError("registration.allow: only used with mode = \"allowlist\"")
+    return rule
 
 
 def _is_address(text: str) -> bool:

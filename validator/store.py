@@ -6,6 +6,10 @@ call returned having written survives a SIGKILL. The slashing-protection rule li
 in the schema: one signed header hash per epoch (PRIMARY KEY), checked and written before a
 signature leaves the process.
 
+Registrations arrive from anyone, so they are written in batches (``put_registrations``,
+``drop_registration_versions``), by ``RegistrationWriter`` on its own connection from a
+worker thread: never one transaction per gossip message on the event loop.
+
 Readers (the HTTP API) open their own read-only connection with ``open_readonly``.
 """
 
@@ -123,15 +127,17 @@ class Store:
 
     # -- registrations -----------------------------------------------------------------
     def put_registration(self, provider: bytes, issued_at: int, data: bytes) -> None:
-        """Keep every version (a provider set names one by hash) and the latest per provider."""
-        with self._tx():
-            self._conn.execute("INSERT OR IGNORE INTO registration_versions VALUES (?, ?, ?, ?)",
-                               (hashlib.sha256(data).digest(), provider, issued_at, data))
-            self._conn.execute(
-                "INSERT INTO registrations VALUES (?, ?, ?) ON CONFLICT(provider) DO UPDATE "
-                "SET issued_at = excluded.issued_at, data = excluded.data "
-                "WHERE excluded.issued_at > registrations.issued_at",
-                (provider, issued_at, data))
+        """Keep the version (a provider set names one by hash) and the latest per provider."""
+        self.put_registrations([(provider, issued_at, data)])
+
+    def put_registrations(self, rows: Iterable[tuple[bytes, int, bytes]]) -> None:
+        """(provider, issued_at, encoded registration) rows, in one transaction."""
+        _put_registrations(self._conn, list(rows))
+
+    def drop_registration_versions(self, hashes: Iterable[bytes]) -> None:
+        """Forget versions no provider set needs any more (the latest per provider stays in
+        ``registrations``, which the HTTP API reads)."""
+        _drop_registration_versions(self._conn, list(hashes))
 
     def registrations(self) -> list[bytes]:
         """Every stored registration version, oldest first."""
@@ -215,6 +221,67 @@ class Store:
         with self._tx():
             self._conn.execute("INSERT OR IGNORE INTO evidence VALUES (?, ?, ?, ?, ?, ?)",
                                (kind, epoch, offender, first, second, time.time()))
+
+
+def _put_registrations(conn: sqlite3.Connection, rows: list[tuple[bytes, int, bytes]]) -> None:
+    if not rows:
+        return
+    with _Tx(conn):
+        conn.executemany("INSERT OR IGNORE INTO registration_versions VALUES (?, ?, ?, ?)",
+                         [(hashlib.sha256(data).digest(), provider, issued_at, data)
+                          for provider, issued_at, data in rows])
+        conn.executemany(
+            "INSERT INTO registrations VALUES (?, ?, ?) ON CONFLICT(provider) DO UPDATE "
+            "SET issued_at = excluded.issued_at, data = excluded.data "
+            "WHERE excluded.issued_at > registrations.issued_at", rows)
+
+
+def _drop_registration_versions(conn: sqlite3.Connection, hashes: list[bytes]) -> None:
+    if not hashes:
+        return
+    with _Tx(conn):
+        conn.executemany("DELETE FROM registration_versions WHERE hash = ?",
+                         [(h,) for h in hashes])
+
+
+class RegistrationWriter:
+    """Batched registration writes on a connection of their own, for a worker thread.
+
+    ``write`` is called with whatever queued up since the last call, one call at a time (from
+    any thread: ``trio.to_thread.run_sync``): ``put`` rows and ``drop`` hashes, in order, each
+    run in one transaction. A write it cannot make raises ``StoreError``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(path, timeout=10, isolation_level=None,
+                                     check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+
+    def write(self, batch: list[tuple[str, object]]) -> None:
+        """``batch``: ("put", (provider, issued_at, data)) and ("drop", hash) items."""
+        puts: list[tuple[bytes, int, bytes]] = []
+        drops: list[bytes] = []
+        try:
+            for kind, item in batch:
+                if kind == "put":
+                    if drops:  # keep the order: a version put after it was dropped stays
+                        _drop_registration_versions(self._conn, drops)
+                        drops = []
+                    puts.append(item)  # type: ignore[arg-type]
+                else:
+                    if puts:
+                        _put_registrations(self._conn, puts)
+                        puts = []
+                    drops.append(item)  # type: ignore[arg-type]
+            _put_registrations(self._conn, puts)
+            _drop_registration_versions(self._conn, drops)
+        except sqlite3.Error as exc:
+            raise StoreError(f"registration write failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 class _Tx:

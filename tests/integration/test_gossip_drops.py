@@ -18,6 +18,7 @@ import trio
 from p2p.host import open_libp2p_host
 from proofs.messages import (BundleNotice, FetchRequest, MeasurementBundle, Registration,
                              ReportSignature)
+from proofs.report import ReportHeader
 from proofs.signing import public_key, sign_raw
 from tests.integration.e2e_checks import get_json
 from tests.integration.test_devnet_e2e import free_port_block, wait_for
@@ -50,7 +51,10 @@ def bad_messages(network: Path) -> dict[str, tuple[str, bytes]]:
     member = spec.validators[0].signing_key
     stranger = os.urandom(32)
     other_digest = bytes(32)
-    good_sig = ReportSignature(spec.config_digest, 0, b"\x01" * 32, member, bytes(64))
+    header = ReportHeader(spec.config_digest, 0, b"\x01" * 32, 0, 0, bytes(32), bytes(32),
+                          bytes(32))
+    good_sig = ReportSignature(header.to_bytes(), member, bytes(64))
+    elsewhere = replace(header, config_digest=other_digest).to_bytes()
     provider_seed = os.urandom(32)
     registration = Registration(spec.network_id, public_key(provider_seed), bytes(32), "eu",
                                 0, 0, "/ip4/127.0.0.1/tcp/1", "127.0.0.1", 1, 1)
@@ -61,9 +65,9 @@ def bad_messages(network: Path) -> dict[str, tuple[str, bytes]]:
         "signatures:bad_signature": ("signatures", good_sig.encode()),
         "signatures:not_member": ("signatures", replace(
             good_sig, signer=public_key(stranger),
-            signature=sign_raw(stranger, b"\x01" * 32)).encode()),
-        "signatures:wrong_network": ("signatures", replace(
-            good_sig, config_digest=other_digest).encode()),
+            signature=sign_raw(stranger, header.hash())).encode()),
+        "signatures:wrong_network": ("signatures", ReportSignature(
+            elsewhere, member, bytes(64)).encode()),
         "registrations:bad_signature": ("registrations", replace(
             registration.signed_by(provider_seed), issued_at=2).encode()),
         "registrations:wrong_network": ("registrations", replace(

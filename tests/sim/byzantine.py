@@ -4,7 +4,7 @@ Each behaviour runs the production shell and core and changes one thing:
 
 - ``Liar``: reports every metric x10 (uptime: every heartbeat answered) or 0;
 - ``Equivocator``: publishes two different signed bundles each epoch, and signs a second,
-  different header hash for every header it signs;
+  different header (same epoch and digest, another total weight) for every header it signs;
 - ``Withholder``: never publishes its bundle and never serves it on the fetch protocol, yet
   (as a leader) proposes a bundle set that contains it;
 - ``Censor``: as a leader, proposes only its friends' bundles (the byzantine set); with
@@ -31,8 +31,8 @@ import trio
 from p2p.abc import P2PError, PeerError
 from proofs.codec import U32_MAX
 from proofs.messages import (BundleNotice, FetchRequest, FinalReport, MeasurementBundle,
-                             Observation, Proposal, ReportSignature)
-from proofs.report import HEADER_SIZE
+                             Observation, Proposal, ReportSignature, decode_message)
+from proofs.report import HEADER_SIZE, ReportHeader
 from proofs.signing import public_key, sha256, sign_raw
 from tests.factories import make_registration, seed_for
 from tests.sim.harness import Behaviour, SimNetwork, SimValidator
@@ -81,7 +81,7 @@ class Liar(Behaviour):
 
 # -- equivocators -------------------------------------------------------------------------------
 class EquivocatingCore(c.ValidatorCore):
-    """Two bundles per epoch; a second signature over another hash for each header signed."""
+    """Two bundles per epoch; a second signature over another header for each one signed."""
 
     def committed(self) -> set[tuple[str, int]]:
         return self.__dict__.setdefault("_committed", set())
@@ -102,15 +102,16 @@ class EquivocatingCore(c.ValidatorCore):
             self.committed().add(("bundle", epoch))
         return actions
 
-    def _evaluate(self, proposal: Proposal, now: float) -> list[c.Action]:
-        actions = super()._evaluate(proposal, now)
-        for action in list(actions):
-            if isinstance(action, c.SignHeader):
-                twin_hash = sha256(b"twin" + action.header_hash)
-                twin = ReportSignature(self.spec.config_digest, action.epoch, twin_hash, self.me,
-                                       sign_raw(self._seed, twin_hash))
-                actions.append(c.Publish("signatures", twin.encode()))
-                self.committed().add(("signature", action.epoch))
+    def on_signed_stored(self, epoch: int, header_hash: bytes, now: float) -> list[c.Action]:
+        actions = super().on_signed_stored(epoch, header_hash, now)
+        mine = next(a for a in actions if isinstance(a, c.Publish) and a.topic == "signatures")
+        signed = decode_message(mine.data)
+        assert isinstance(signed, ReportSignature)
+        header = ReportHeader.from_bytes(signed.header)
+        twin = replace(header, total_weight=header.total_weight ^ 1).to_bytes()
+        actions.append(c.Publish("signatures", ReportSignature(
+            twin, self.me, sign_raw(self._seed, sha256(twin))).encode()))
+        self.committed().add(("signature", epoch))
         return actions
 
 
@@ -254,11 +255,12 @@ def garbage_for(topic: str, validator: SimValidator, rng: random.Random) -> byte
             return replace(proposal, leader=public_key(stranger)).signed_by(stranger).encode()
         return proposal.encode()
     if topic == "signatures":
-        header_hash = rng.randbytes(32)
+        header = ReportHeader(digest, epoch, rng.randbytes(32), 1, 1, rng.randbytes(32),
+                              rng.randbytes(32), rng.randbytes(32)).to_bytes()
         if kind == 3:
-            return ReportSignature(digest, epoch, header_hash, public_key(stranger),
-                                   sign_raw(stranger, header_hash)).encode()
-        return ReportSignature(digest, epoch, header_hash, victim, rng.randbytes(64)).encode()
+            return ReportSignature(header, public_key(stranger),
+                                   sign_raw(stranger, sha256(header))).encode()
+        return ReportSignature(header, victim, rng.randbytes(64)).encode()
     # finals
     if kind == 3:
         return FinalReport(rng.randbytes(HEADER_SIZE), ()).encode()

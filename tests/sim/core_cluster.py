@@ -1,8 +1,8 @@
 """A cluster of ValidatorCores wired together by direct message passing, on a fake clock.
 
 The pure core has no I/O, so the whole agreement protocol runs here deterministically: the
-shell's one ordering duty (persist a signed header before publishing it) is mirrored by
-``signed_log``, which a test checks for double signatures.
+shell's one ordering duty (persist a signed header, then tell the core, which publishes it)
+is mirrored by ``signed_log``, which a test checks for double signatures.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ class CoreCluster:
     evidence: list[SaveEvidence] = field(default_factory=list)
     # validator index -> (f"fetch_{kind}", epoch) of the fetches a peer answered
     fetched: dict[int, set[tuple[str, int]]] = field(default_factory=dict)
+    # (validator index, epoch) -> the header hash its store already holds for that epoch
+    # (another process on the same file signed it): its SignHeader is refused
+    store_holds: dict[tuple[int, int], bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.cores = [ValidatorCore(self.spec, s) for s in self.seeds]
@@ -42,8 +45,14 @@ class CoreCluster:
         while queue:
             src, action = queue.pop(0)
             if isinstance(action, SignHeader):
+                held = self.store_holds.get((src, action.epoch))
+                if held is not None and held != action.header_hash:
+                    queue += [(src, a) for a in self.cores[src].on_signed_refused(
+                        action.epoch, action.header_hash, held)]
+                    continue
                 self.signed_log.append((src, action.epoch, action.header_hash))
-                queue.append((src, Publish("signatures", action.message.encode())))
+                queue += [(src, a) for a in self.cores[src].on_signed_stored(
+                    action.epoch, action.header_hash, now)]
             elif isinstance(action, SaveEvidence):
                 self.evidence.append(action)
             elif isinstance(action, Fetch):

@@ -132,6 +132,9 @@ class SimValidator(Validator):
         self._on_change = on_change
 
     async def _act(self, actions: list[c.Action]) -> None:
+        # the store's answers to SignHeader first, so that what they bring (our signature,
+        # a final) is seen below like the rest
+        actions = self._store_signatures(actions)
         await super()._act(actions)
         changed = False
         for action in actions:

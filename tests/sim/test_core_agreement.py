@@ -7,7 +7,7 @@ import pytest
 
 from proofs.messages import BundleNotice, FetchRequest, MeasurementBundle, ReportSignature
 from proofs.report import Record, ReportHeader
-from proofs.signing import sign_raw
+from proofs.signing import sha256, sign_raw
 from tests.factories import make_observation, make_registration, make_spec, seed_for
 from tests.sim.core_cluster import CoreCluster
 from validator.core import registration_hash
@@ -115,13 +115,18 @@ def test_bad_input_is_dropped_and_counted_by_reason() -> None:
     spec = cluster.spec
     other_spec, _ = make_spec(4, network_id="othernet")
     stranger = seed_for("stranger")
-    good = ReportSignature(spec.config_digest, 0, b"\x01" * 32, cluster.cores[1].me,
-                           sign_raw(seed_for("v1"), b"\x01" * 32))
+    header = ReportHeader(spec.config_digest, 0, b"\x01" * 32, 0, 0, bytes(32), bytes(32),
+                          bytes(32))
+    good = ReportSignature(header.to_bytes(), cluster.cores[1].me,
+                           sign_raw(seed_for("v1"), header.hash()))
+    elsewhere = replace(header, config_digest=other_spec.config_digest).to_bytes()
     cases = {
         "signatures:malformed": b"\x93\x04\x01",
         "signatures:empty": b"",
         "signatures:oversized": b"\x00" * 10_000,
-        "signatures:wrong_network": replace(good, config_digest=other_spec.config_digest).encode(),
+        "signatures:bad_header": replace(good, header=b"XXXX" + good.header[4:]).encode(),
+        "signatures:wrong_network": ReportSignature(
+            elsewhere, good.signer, sign_raw(seed_for("v1"), sha256(elsewhere))).encode(),
         "signatures:not_member": replace(good, signer=b"\x09" * 32).encode(),
         "signatures:bad_signature": replace(good, signature=sign_raw(stranger, b"x" * 32)).encode(),
     }
@@ -155,7 +160,7 @@ def test_provider_set_is_agreed_through_the_final_report() -> None:
 
 def test_seed_comes_from_the_beacons_of_the_bundle_set() -> None:
     from proofs.messages import beacon_alpha
-    from proofs.vrf import verify as vrf_verify
+    from proofs.vrf import verify_beacon as vrf_verify
     from validator.assignment import next_seed
 
     cluster = make_cluster(4)

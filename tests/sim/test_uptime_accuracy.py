@@ -28,7 +28,7 @@ from proofs import probe as wire
 from proofs.aggregate import uptime_bps
 from proofs.messages import Registration
 from proofs.signing import public_key
-from tests.factories import make_spec, seed_for
+from tests.factories import make_spec, seed_for, with_prober
 from validator.prober import EpochProber
 from validator.provider import ProbeService
 from validator.spec import NetworkSpec, ProbeParams
@@ -89,6 +89,7 @@ async def measure_uptime(windows: list[Window], seed: int) -> tuple[int, int, in
     provider down during ``windows``; ``seed`` picks the epoch seed (the check times)."""
     spec, _ = make_spec(epoch_seconds=EPOCH_SECONDS, round_seconds=ROUND_SECONDS,
                         probes=ProbeParams(heartbeat_timeout_seconds=5.0, echo_count=3))
+    spec = with_prober(spec, "validator", seed_for("uptime-validator"))
     provider_seed = seed_for(f"uptime-provider-{seed}")
     reg = registration(spec, provider_seed)
     peer_id = wire.peer_id_from_public_key(reg.provider)
@@ -99,7 +100,8 @@ async def measure_uptime(windows: list[Window], seed: int) -> tuple[int, int, in
     with trio.fail_after(EPOCH_SECONDS * 2):
         async with network.transport(peer_id) as provider, \
                 network.transport("validator") as transport:
-            service = ProbeService(provider_seed, spec.network_id, reg)
+            service = ProbeService(provider_seed, spec, reg, now=lambda: trio.current_time()
+                                   - started_at + epoch_start)
             provider.set_stream_handler(wire.PROTOCOL, service.handle_stream)
             prober = EpochProber(transport, spec, epoch=EPOCH,
                                  validator_seed=seed_for("uptime-validator"), providers=[reg],

@@ -1,4 +1,4 @@
-"""The probe protocol ``/bwpool/probe/1.0.0`` (DESIGN §6): messages and the pure arithmetic.
+"""The probe protocol ``/bwpool/probe/2.0.0`` (DESIGN §6): messages and the pure arithmetic.
 
 Control plane: one libp2p stream carries a sequence of request/response pairs, one frame each.
 Every message is a msgpack list ``[tag, field, ...]`` decoded strictly by ``proofs.codec``:
@@ -6,9 +6,12 @@ Every message is a msgpack list ``[tag, field, ...]`` decoded strictly by ``proo
 message or raise ``DecodeError`` (never anything else).
 
 Data plane: a plain TCP port of the provider agent. The validator connects, writes the 16-byte
-session token it was handed over the control plane, then either reads the ChaCha20 keystream
-of a seed it chose (down) or writes keystream bytes and asks for their BLAKE2b-256 digest over
-the control plane (up). The rest of this module is what both sides compute without I/O: the
+session token it chose and sent in its request over the control plane, then either reads the
+ChaCha20 keystream of a seed it chose (down) or writes keystream bytes and asks for their
+BLAKE2b-256 digest over the control plane (up). Every byte a validator sends on the data plane
+is its own choice: the token is random bytes of the validator's, never text the provider
+picked (version 1 sent a provider-chosen token first, which let a registration aim a few
+chosen bytes at any host). The rest of this module is what both sides compute without I/O: the
 peer id of a provider key, the heartbeat jitter schedule, the steady-state rate after the
 warm-up slice, and the private random sampling of received chunks.
 """
@@ -28,7 +31,7 @@ from proofs.codec import U32_MAX, Reader, pack, unpack_list
 from proofs.errors import DecodeError
 from proofs.messages import MAX_REGISTRATION_BYTES, Registration, decode_message
 
-PROTOCOL = "/bwpool/probe/1.0.0"
+PROTOCOL = "/bwpool/probe/2.0.0"  # 2: the validator chooses the session token
 TOKEN_SIZE = 16
 DIGEST_SIZE = 32  # BLAKE2b-256 of the uploaded bytes
 MAX_ECHO_PAYLOAD = 64
@@ -74,27 +77,30 @@ class EchoRequest:
 
 @dataclass(frozen=True)
 class DownRequest:
-    """Stream ``Keystream(seed)`` on the data port to whoever presents the returned token."""
+    """Stream ``Keystream(seed)`` on the data port to the connection that presents ``token``."""
 
     seed: bytes
     duration_ms: int  # the validator's window; the provider stops after it plus some slack
+    token: bytes  # TOKEN_SIZE fresh random bytes of the validator's; single use
 
     def encode(self) -> bytes:
-        return pack([TAG_DOWN, self.seed, self.duration_ms])
+        return pack([TAG_DOWN, self.seed, self.duration_ms, self.token])
 
 
 @dataclass(frozen=True)
 class UpRequest:
-    """Accept an upload on the data port for the returned token and digest what arrives.
+    """Accept an upload on the data port from the connection that presents ``token`` and
+    digest what arrives.
 
     No seed is sent: the provider does not need it to digest what it receives, and without it
     the digest can only come from bytes that actually arrived.
     """
 
     duration_ms: int
+    token: bytes  # TOKEN_SIZE fresh random bytes of the validator's; single use
 
     def encode(self) -> bytes:
-        return pack([TAG_UP, self.duration_ms])
+        return pack([TAG_UP, self.duration_ms, self.token])
 
 
 @dataclass(frozen=True)
@@ -134,10 +140,17 @@ class EchoReply:
 
 @dataclass(frozen=True)
 class SessionReply:
-    token: bytes  # single use, expires quickly
+    """The session is open: present its token on the data port soon (it expires quickly).
+
+    ``byte_limit`` is the most the session will carry (0: no limit but its window). A provider
+    caps public self-test probes this way (``--public-probe-bytes``); validators get 0 and
+    decline a limited session (``validator.prober.DataPolicy``).
+    """
+
+    byte_limit: int = 0
 
     def encode(self) -> bytes:
-        return pack([TAG_SESSION, self.token])
+        return pack([TAG_SESSION, self.byte_limit])
 
 
 @dataclass(frozen=True)
@@ -189,9 +202,9 @@ def decode_request(data: bytes) -> Request:
     elif tag == TAG_ECHO:
         message = EchoRequest(r.var_bytes(MAX_ECHO_PAYLOAD))
     elif tag == TAG_DOWN:
-        message = DownRequest(r.fixed_bytes(SEED_SIZE), _duration(r))
+        message = DownRequest(r.fixed_bytes(SEED_SIZE), _duration(r), r.fixed_bytes(TOKEN_SIZE))
     elif tag == TAG_UP:
-        message = UpRequest(_duration(r))
+        message = UpRequest(_duration(r), r.fixed_bytes(TOKEN_SIZE))
     elif tag == TAG_UP_RESULT:
         message = UpResultRequest(r.fixed_bytes(TOKEN_SIZE))
     elif tag == TAG_INFO:
@@ -214,7 +227,7 @@ def decode_response(data: bytes) -> Response:
     elif tag == TAG_ECHO_REPLY:
         message = EchoReply(r.var_bytes(MAX_ECHO_PAYLOAD))
     elif tag == TAG_SESSION:
-        message = SessionReply(r.fixed_bytes(TOKEN_SIZE))
+        message = SessionReply(r.uint())
     elif tag == TAG_UP_REPORT:
         message = UpReport(r.uint(), r.fixed_bytes(DIGEST_SIZE))
     elif tag == TAG_INFO_REPLY:

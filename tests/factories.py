@@ -42,3 +42,28 @@ def make_registration(spec: NetworkSpec, name: str, issued_at: int = 0,
 def make_observation(provider: bytes, *, sent: int = 10, ok: int = 10, rtt: int = 2_000,
                      down: int = 50_000, up: int = 20_000, flags: int = 0) -> Observation:
     return Observation(provider, sent, ok, rtt, rtt // 2, down, up, flags)
+
+
+def with_prober(spec: NetworkSpec, identity: str, signing_seed: bytes, index: int = 0, *,
+                addrs: tuple[str, ...] | None = None,
+                genesis_for: tuple[int, float] | None = None) -> NetworkSpec:
+    """``spec`` with validator ``index`` replaced by a prober a provider agent answers: its
+    libp2p ``identity`` (peer id) and the signing key of ``signing_seed``
+    (``validator.probe_access``: heartbeats are signed only for a validator's own signing key).
+
+    ``addrs`` replaces that validator's bootstrap addresses (every validator's, when
+    ``spec`` has one validator: a loopback devnet needs all of them on loopback).
+    ``genesis_for=(epoch, now)`` moves genesis so that ``epoch`` is current at wall time
+    ``now`` (agents sign heartbeats for the current epoch only).
+    """
+    member = replace(spec.validators[index], identity=identity,
+                     signing_key=public_key(signing_seed))
+    if addrs is not None:
+        member = replace(member, addrs=addrs)
+    validators = list(spec.validators)
+    validators[index] = member
+    spec = replace(spec, validators=tuple(validators))
+    if genesis_for is not None:
+        epoch, now = genesis_for
+        spec = replace(spec, genesis_time=int(now) - epoch * spec.epoch_seconds)
+    return spec

@@ -451,25 +451,41 @@ class Testbed:
 
         ``module`` is run as ``python -m <module> provide ...``: ``validator.cli`` is the
         product; a test may pass a runner with the same command line (a cheating agent).
-        Returns once it printed its multiaddr (so both ports are accepting).
+        Returns once it printed its multiaddr (so both ports are accepting). It answers the
+        testbed's probe key (``--allow-probe``, the key ``probe`` uses).
         """
         host = self.provider.address
         argv = [sys.executable, "-m", module, "provide", "--network", str(network),
                 "--key", str(self.workdir / key_name),
                 "--listen", f"/ip4/{host}/tcp/{control_port}",
-                "--data-host", host, "--data-port", str(data_port), *extra_args]
+                "--data-host", host, "--data-port", str(data_port),
+                "--allow-probe", self.probe_peer_id(), *extra_args]
         process = self.spawn(self.provider, argv, f"provider-{module.rsplit('.', 1)[-1]}")
         multiaddr = process.first_line()
         if "/p2p/" not in multiaddr:
             raise TestbedError(f"provider printed {multiaddr!r}, not a multiaddr")
         return ProviderHandle(process, multiaddr, host, data_port, control_port)
 
+    @property
+    def probe_key(self) -> Path:
+        """The key file ``probe`` probes with (created on first use)."""
+        return self.workdir / "probe.key"
+
+    def probe_peer_id(self) -> str:
+        """The peer id of ``probe_key``: what the testbed's providers allow."""
+        from p2p.host import peer_id_from_seed
+        from validator.keys import load_or_create_key
+
+        return peer_id_from_seed(load_or_create_key(self.probe_key))
+
     def probe(self, multiaddr: str, *, data: tuple[str, int], network: Path,
               timeout: float = 60.0) -> ProbeReport:
-        """One ``validator probe MULTIADDR --data H:P --network F --json`` in the validator
-        namespace. TestbedError if it exits non-zero."""
+        """One ``validator probe MULTIADDR --data H:P --network F --json --key K`` in the
+        validator namespace. TestbedError if it exits non-zero."""
+        self.probe_peer_id()  # create the key before a process reads it
         argv = [sys.executable, "-m", "validator.cli", "probe", multiaddr,
-                "--data", f"{data[0]}:{data[1]}", "--network", str(network), "--json"]
+                "--data", f"{data[0]}:{data[1]}", "--network", str(network), "--json",
+                "--key", str(self.probe_key)]
         started = time.monotonic()
         done = self.validator.run(argv, timeout=timeout, env=python_env())
         lines = done.stdout.strip().splitlines()

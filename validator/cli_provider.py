@@ -1,9 +1,12 @@
 """``validator provide`` and ``validator probe``: the provider agent and a one-shot prober.
 
 ``provide`` prints its full multiaddr (with /p2p/<peer id>) as the first line of stdout, then
-serves until SIGINT or SIGTERM and exits 0. ``probe`` measures one provider once, with an
-ephemeral identity, and prints a summary (or one JSON object with ``--json``). Operator
-mistakes print one line on stderr and exit 2; a provider that cannot be reached exits 1.
+serves until SIGINT or SIGTERM and exits 0. It answers the spec's validators; ``--allow-probe
+PEER_ID`` (repeatable) lets a probe key in too, and ``--public-probe-bytes N`` lets anyone
+probe within N bytes per epoch in all. ``probe`` measures one provider once, as the key in
+``--key`` (an ephemeral one without it), and prints a summary (or one JSON object with
+``--json``). Operator mistakes print one line on stderr and exit 2; a provider that cannot be
+reached exits 1.
 """
 
 from __future__ import annotations
@@ -61,6 +64,13 @@ def add_commands(subparsers: Any) -> None:
     provide.add_argument("--rpc-url", default="", metavar="URL",
                          help="Solana JSON-RPC for --auto-claim (default: the rpc_url of the "
                               "validator's /network)")
+    provide.add_argument("--allow-probe", action="append", default=[], metavar="PEER_ID",
+                         help="a probe key (the peer id `validator probe --key FILE` prints) "
+                              "that may probe this agent like a validator; repeatable "
+                              "(default: validators only)")
+    provide.add_argument("--public-probe-bytes", type=int, default=0, metavar="N",
+                         help="let anyone else probe, within N bytes per epoch in all, one "
+                              "session at a time (default: 0, off)")
     provide.set_defaults(handler=cmd_provide)
 
     probe = subparsers.add_parser("probe", help="probe one provider once and print the result")
@@ -69,6 +79,10 @@ def add_commands(subparsers: Any) -> None:
                        help="HOST:PORT of its data plane (default: from its registration)")
     probe.add_argument("--network", default=None,
                        help="network spec (TOML): network id, epoch and probe parameters")
+    probe.add_argument("--key", default=None, metavar="FILE",
+                       help="probe key file (hex seed, mode 0600; created if missing): probe "
+                            "as its peer id, which the provider lists with --allow-probe "
+                            "(default: an ephemeral key, answered only by --public-probe-bytes)")
     probe.add_argument("--json", action="store_true", help="print one JSON object")
     probe.set_defaults(handler=cmd_probe)
 
@@ -111,15 +125,21 @@ def cmd_provide(args: argparse.Namespace) -> int:
     from validator.provider import ProviderConfigError, ProviderOptions, parse_payout
 
     try:
-        spec = load_spec(Path(args.network))
         if not 0 <= args.data_port <= 65535:
             raise _Usage(f"--data-port {args.data_port}: must be 0..65535")
         _check_auto_claim(args)
+        allow_probe = tuple(_probe_peer_id(text) for text in args.allow_probe)
+        if args.public_probe_bytes < 0:
+            raise _Usage(f"--public-probe-bytes {args.public_probe_bytes}: must be >= 0 "
+                         "(0: no public probes)")
+        spec = load_spec(Path(args.network))
         options = ProviderOptions(key_path=Path(args.key), listen=args.listen,
                                   data_host=args.data_host, data_port=args.data_port,
                                   payout=args.payout, region=args.region, lat=args.lat,
                                   lon=args.lon, auto_claim=args.auto_claim,
-                                  validator_url=args.validator, rpc_url=args.rpc_url)
+                                  validator_url=args.validator, rpc_url=args.rpc_url,
+                                  allow_probe=allow_probe,
+                                  public_probe_bytes=args.public_probe_bytes)
         parse_payout(options.payout, bytes(32))  # fail before touching the network
     except (SpecError, ProviderConfigError, _Usage) as error:
         return _usage("provide", error)
@@ -134,6 +154,16 @@ def cmd_provide(args: argparse.Namespace) -> int:
             raise
         return _usage("provide", message)
     return EXIT_OK
+
+
+def _probe_peer_id(text: str) -> str:
+    """An ``--allow-probe`` value: an ed25519 peer id (12D3KooW...)."""
+    try:
+        wire.public_key_from_peer_id(text)
+    except DecodeError:
+        raise _Usage(f"--allow-probe {text!r}: not an ed25519 peer id (12D3KooW...); copy the "
+                     "one `validator probe --key FILE` prints as `prober`") from None
+    return text
 
 
 def _check_auto_claim(args: argparse.Namespace) -> None:
@@ -190,16 +220,28 @@ def _provider_key(multiaddr: str) -> bytes:
                      "the provider printed") from None
 
 
+def _probe_key(path: str | None) -> bytes:
+    """The seed of ``--key`` (created if missing), or a fresh ephemeral one."""
+    if path is None:
+        return secrets.token_bytes(32)
+    from validator.provider import load_or_create_key
+
+    return load_or_create_key(Path(path))
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
+    from validator.provider import ProviderConfigError
+
     try:
         provider = _provider_key(args.multiaddr)
         data = _parse_hostport(args.data) if args.data else None
         spec = load_spec(Path(args.network)) if args.network else None
-    except (SpecError, _Usage) as error:
+        seed = _probe_key(args.key)
+    except (SpecError, ProviderConfigError, _Usage) as error:
         return _usage("probe", error)
     _configure_logging()
     try:
-        outcome = trio.run(_probe, args.multiaddr, provider, data, spec)
+        outcome = trio.run(_probe, args.multiaddr, provider, data, spec, seed)
     except BaseException as error:
         message = _operator_mistake(error)
         if message is None:
@@ -208,6 +250,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if isinstance(outcome, str):
         print(f"validator probe: {outcome}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    if "declined" in {problem.rsplit(":", 1)[-1] for problem in outcome.problems}:
+        allow = (f"`validator provide ... --allow-probe {_peer_id(seed)}`" if args.key
+                 else "`validator provide ... --allow-probe <the peer id of --key FILE>`")
+        print(f"validator probe: the provider declined some probes: it answers its network's "
+              f"validators, the probe keys it allows ({allow}) and, within "
+              f"--public-probe-bytes, anyone", file=sys.stderr)
     if args.json:
         print(json.dumps({"heartbeat_ok": outcome.heartbeat_ok,
                           "rtt_median_us": outcome.rtt_median_us,
@@ -215,19 +263,30 @@ def cmd_probe(args: argparse.Namespace) -> int:
                           "down_kbps": outcome.down_kbps, "up_kbps": outcome.up_kbps,
                           "flags": flag_names(outcome.flags)}))
     else:
-        print(_summary(args.multiaddr, outcome))
+        print(_summary(args.multiaddr, outcome, _peer_id(seed)))
     return EXIT_OK
 
 
+def _peer_id(seed: bytes) -> str:
+    from proofs.signing import public_key
+
+    return wire.peer_id_from_public_key(public_key(seed))
+
+
 async def _probe(multiaddr: str, provider: bytes, data: tuple[str, int] | None,
-                 spec: NetworkSpec | None) -> Any:
-    """The ProbeResult, or a one-line reason why the provider could not be probed."""
+                 spec: NetworkSpec | None, seed: bytes) -> Any:
+    """The ProbeResult, or a one-line reason why the provider could not be probed.
+
+    ``seed`` is both the libp2p identity and the key heartbeats are signed for: a provider
+    signs a non-validator's heartbeat only for the caller's own key.
+    """
     from p2p.host import open_libp2p_host
+    from validator.data_policy import DataPolicy
     from validator.prober import (PEER_ERRORS, ProbeTarget, discover_target, drop_reason,
                                   probe_provider)
 
     params = spec.probes if spec is not None else ProbeParams()
-    async with open_libp2p_host(secrets.token_bytes(32), PROBE_LISTEN) as transport:
+    async with open_libp2p_host(seed, PROBE_LISTEN) as transport:
         try:
             target, registration = await discover_target(
                 transport, multiaddr, data=data, timeout=params.heartbeat_timeout_seconds)
@@ -242,13 +301,15 @@ async def _probe(multiaddr: str, provider: bytes, data: tuple[str, int] | None,
                     f"{spec.network_id!r}")
         epoch = max(0, spec.epoch_at(time.time())) if spec is not None else 0
         return await probe_provider(transport, target, network_id=network_id, epoch=epoch,
-                                    validator_seed=secrets.token_bytes(32), params=params)
+                                    validator_seed=seed, params=params,
+                                    policy=DataPolicy.operator(explicit=data is not None))
 
 
-def _summary(multiaddr: str, result: Any) -> str:
+def _summary(multiaddr: str, result: Any, prober: str) -> str:
     flags = ", ".join(flag_names(result.flags)) or "none"
     lines = [
         f"provider   {multiaddr}",
+        f"prober     {prober}",
         f"heartbeat  {'ok' if result.heartbeat_ok else 'FAILED'}",
         f"rtt        median {result.rtt_median_us / 1000:.2f} ms, "
         f"min {result.rtt_min_us / 1000:.2f} ms",

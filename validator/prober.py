@@ -9,6 +9,11 @@ Two entry points:
   throughput probe per provider (one at a time for the whole validator), and then turns what
   it saw into ``Observation``s.
 
+Data plane: a data connection is opened only where ``validator.data_policy.data_address``
+says (the control connection's observed address, in an address class the ``DataPolicy``
+allows), and its first bytes are the session token this validator chose: a registration
+cannot aim our traffic, or bytes of its choosing, at a host that is not the provider.
+
 Time: scheduling uses trio's clock, mapped to wall time through an injected ``now()`` so the
 schedule runs under ``trio.testing.MockClock``. Errors: everything a provider can cause (dial
 failures, closed streams, undecodable replies, timeouts, refused or reset TCP connections) is
@@ -39,6 +44,8 @@ from proofs.location import outside_bound
 from proofs.messages import Observation, Registration
 from proofs.report import Flag
 from proofs.signing import public_key
+from validator.data_policy import (DataHostRefused, DataPolicy, data_address,
+                                   observed_address)
 from validator.spec import NetworkSpec, ProbeParams
 
 log = structlog.get_logger(__name__)
@@ -62,13 +69,13 @@ class ProbeFailed(Exception):
 
 # What a provider (or the network on its side) can make a probe raise. Caught per task and
 # counted; anything else is our bug and propagates.
-PEER_ERRORS = (PeerError, DecodeError, BadSignature, ProbeFailed, OSError,
+PEER_ERRORS = (PeerError, DecodeError, BadSignature, ProbeFailed, DataHostRefused, OSError,
                trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError)
 
 
 def drop_reason(error: BaseException) -> str:
     """A stable counter name for a peer-caused failure."""
-    if isinstance(error, ProbeFailed):
+    if isinstance(error, (ProbeFailed, DataHostRefused)):
         return error.reason
     if isinstance(error, DecodeError):
         return f"decode_{error.reason}"
@@ -126,11 +133,16 @@ class Throughput:
 
 # -- control plane -----------------------------------------------------------------------------
 class Control:
-    """One control stream to a provider: request/response pairs, each under a deadline."""
+    """One control stream to a provider: request/response pairs, each under a deadline.
+
+    ``observed`` is the remote IP of the stream's connection (``observed_address``): where
+    the Noise-authenticated provider key actually is.
+    """
 
     def __init__(self, stream: Stream, target: ProbeTarget) -> None:
         self.stream = stream
         self.target = target
+        self.observed = observed_address(stream)
 
     @classmethod
     async def open(cls, transport: Transport, target: ProbeTarget) -> "Control":
@@ -223,12 +235,12 @@ async def measure_rtts(control: Control, count: int, timeout: float) -> list[int
 
 
 # -- data plane --------------------------------------------------------------------------------
-async def _open_data(target: ProbeTarget, token: bytes,
+async def _open_data(address: tuple[str, int], token: bytes,
                      timeout: float) -> trio.SocketStream | None:
-    """Connect to the data port and present the token; None if it cannot be reached."""
+    """Connect to ``address`` and present our token; None if it cannot be reached."""
     try:
         with trio.fail_after(timeout):
-            stream = await trio.open_tcp_stream(target.data_host, target.data_port)
+            stream = await trio.open_tcp_stream(*address)
             try:
                 await stream.send_all(token)
             except BaseException:
@@ -245,19 +257,35 @@ def _window(params: ProbeParams) -> tuple[float, int]:
     return window_ms / 1000, window_ms
 
 
+async def _open_session(control: Control, request: wire.Request, policy: DataPolicy,
+                        timeout: float) -> int:
+    """Ask for a session; its byte limit (0: none). ProbeFailed ``byte_limited`` if the
+    provider caps it and the policy does not take capped sessions."""
+    reply = _expect(await control.call(request, timeout), wire.SessionReply)
+    if reply.byte_limit and not policy.accept_byte_limit:
+        raise ProbeFailed("byte_limited", str(reply.byte_limit))
+    return reply.byte_limit
+
+
 async def measure_down(control: Control, params: ProbeParams,
-                       rng: random.Random | None = None) -> Throughput:
+                       rng: random.Random | None = None, *,
+                       policy: DataPolicy = DataPolicy()) -> Throughput:
     """Read ``Keystream(seed)`` for one window; rate after warm-up; verify private samples.
 
+    Once the session is granted, ``data_address`` decides where to connect (DataHostRefused
+    if nowhere). A session with a byte limit ends there: a stream that ends at its limit is
+    complete, and its rate counts over the span it lasted.
     Flags: DATA_PORT_UNREACHABLE (no connection), TRUNCATED_STREAM (ended inside the window),
     THROUGHPUT_FRAUD (a sampled chunk is not the keystream). Any flag scores 0.
     """
     seed = secrets.token_bytes(SEED_SIZE)
+    token = secrets.token_bytes(wire.TOKEN_SIZE)
     window, window_ms = _window(params)
-    reply = await control.call(wire.DownRequest(seed, window_ms),
-                               params.heartbeat_timeout_seconds)
-    reply = _expect(reply, wire.SessionReply)
-    stream = await _open_data(control.target, reply.token, params.heartbeat_timeout_seconds)
+    limit = await _open_session(control, wire.DownRequest(seed, window_ms, token), policy,
+                                params.heartbeat_timeout_seconds)
+    address = await data_address(control.observed, control.target.data_host,
+                                 control.target.data_port, policy)
+    stream = await _open_data(address, token, params.heartbeat_timeout_seconds)
     if stream is None:
         return Throughput(0, Flag.DATA_PORT_UNREACHABLE, 0)
     sampler = wire.ChunkSampler(rng or random.SystemRandom())
@@ -277,9 +305,13 @@ async def measure_down(control: Control, params: ProbeParams,
                 if n == 0:
                     truncated = True
                     break
+                if limit:
+                    n = min(n, limit - total)  # anything past the announced end is not read
                 sampler.feed(total, view[:n])
                 total += n
                 timeline.append((trio.current_time(), total))
+                if limit and total >= limit:
+                    break
     finally:
         await trio.aclose_forcefully(stream)
     flags = 0
@@ -289,7 +321,8 @@ async def measure_down(control: Control, params: ProbeParams,
         flags |= Flag.THROUGHPUT_FRAUD
     if flags:
         return Throughput(0, flags, total)
-    return Throughput(wire.steady_kbps(timeline, start, window, params.warmup_fraction), 0,
+    span = window if not limit or total < limit else timeline[-1][0] - start
+    return Throughput(wire.steady_kbps(timeline, start, span, params.warmup_fraction), 0,
                       total)
 
 
@@ -327,7 +360,8 @@ def keystream_digest(seed: bytes, length: int) -> bytes:
     return hasher.digest()
 
 
-async def measure_up(control: Control, params: ProbeParams) -> Throughput:
+async def measure_up(control: Control, params: ProbeParams, *,
+                     policy: DataPolicy = DataPolicy()) -> Throughput:
     """Write keystream bytes for one window, then compare the provider's count and digest.
 
     The rate counts the bytes delivered after the warm-up slice over the time until the
@@ -339,15 +373,17 @@ async def measure_up(control: Control, params: ProbeParams) -> Throughput:
     it holds gains at most the bytes in flight, which TCP bounds to about one window. Our
     digest of what we sent is computed after the transfer, in a thread, so hashing never
     competes with sending.
+    Data address and byte limits as in ``measure_down`` (a capped upload stops at the limit).
     Flags: DATA_PORT_UNREACHABLE, TRUNCATED_STREAM (provider closed inside the window),
     UPLOAD_MISMATCH (count or digest differ). Any flag scores 0.
     """
     window, window_ms = _window(params)
     timeout = params.heartbeat_timeout_seconds
-    reply = await control.call(wire.UpRequest(window_ms), timeout)
-    reply = _expect(reply, wire.SessionReply)
-    token = reply.token
-    stream = await _open_data(control.target, token, timeout)
+    token = secrets.token_bytes(wire.TOKEN_SIZE)
+    limit = await _open_session(control, wire.UpRequest(window_ms, token), policy, timeout)
+    address = await data_address(control.observed, control.target.data_host,
+                                 control.target.data_port, policy)
+    stream = await _open_data(address, token, timeout)
     if stream is None:
         return Throughput(0, Flag.DATA_PORT_UNREACHABLE, 0)
     seed = secrets.token_bytes(SEED_SIZE)
@@ -360,14 +396,15 @@ async def measure_up(control: Control, params: ProbeParams) -> Throughput:
     start = trio.current_time()
     try:
         with trio.move_on_at(start + window):
-            while True:
+            while not limit or sent < limit:
                 keystream.next_into(block)
+                end = IO_SIZE if not limit else min(IO_SIZE, limit - sent)
                 offset = 0
-                while offset < IO_SIZE:
+                while offset < end:
                     try:
                         # A raw socket send is atomic under cancellation (it either sent n
                         # bytes or nothing), so ``sent`` stays exact.
-                        n = await stream.socket.send(view[offset:])
+                        n = await stream.socket.send(view[offset:end])
                     except OSError:
                         truncated = True
                         break
@@ -398,7 +435,8 @@ async def measure_up(control: Control, params: ProbeParams) -> Throughput:
     if report.byte_count != sent or report.digest != await trio.to_thread.run_sync(
             keystream_digest, seed, sent, abandon_on_cancel=True):
         return Throughput(0, Flag.UPLOAD_MISMATCH, sent)
-    return Throughput(wire.delivered_kbps(timeline, start, window, params.warmup_fraction,
+    span = window if not limit or sent < limit else (timeline[-1][0] - start if timeline else 0)
+    return Throughput(wire.delivered_kbps(timeline, start, span, params.warmup_fraction,
                                           delivered_at, total=sent), 0, sent)
 
 
@@ -412,15 +450,25 @@ class ThroughputPair:
     problems: tuple[str, ...]
 
 
-async def measure_throughput(control: Control, params: ProbeParams) -> ThroughputPair:
-    """Down, then up, on one control stream. Peer failures become problems, never raise."""
+async def measure_throughput(control: Control, params: ProbeParams,
+                             policy: DataPolicy) -> ThroughputPair:
+    """Down, then up, on one control stream. Peer failures become problems, never raise.
+
+    A data host the policy refuses (``data_address``, checked once the first session is
+    granted, before any connection) ends both: they score 0 with DATA_PORT_UNREACHABLE and
+    the problem ``throughput:<reason>``, and not a byte goes to that host.
+    """
     kbps = {"down": 0, "up": 0}
     flags = 0
     problems: list[str] = []
     for direction in ("down", "up"):
         try:
-            result = await (measure_down(control, params) if direction == "down"
-                            else measure_up(control, params))
+            result = await (measure_down(control, params, policy=policy) if direction == "down"
+                            else measure_up(control, params, policy=policy))
+        except DataHostRefused as refused:
+            flags |= Flag.DATA_PORT_UNREACHABLE
+            problems.append(f"throughput:{refused.reason}")
+            break
         except PEER_ERRORS as error:
             problems.append(f"{direction}:{drop_reason(error)}")
             continue
@@ -440,11 +488,14 @@ def _rtt_summary(rtts: Sequence[int]) -> tuple[int, int]:
 
 async def probe_provider(transport: Transport, target: Registration | ProbeTarget, *,
                          network_id: str, epoch: int, validator_seed: bytes,
-                         params: ProbeParams) -> ProbeResult:
+                         params: ProbeParams,
+                         policy: DataPolicy = DataPolicy.operator()) -> ProbeResult:
     """Heartbeat, ``params.echo_count`` echoes, one down and one up probe, in that order.
 
     Peer failures never raise: each step that fails is named in ``problems`` and scores
-    not-ok or 0, plus a flag where the failure proves cheating.
+    not-ok or 0, plus a flag where the failure proves cheating. ``policy`` defaults to the
+    operator's (``validator probe``): private data hosts are fine, but only where the
+    provider's control connection is.
     """
     if isinstance(target, Registration):
         target = ProbeTarget.from_registration(target)
@@ -473,7 +524,7 @@ async def probe_provider(transport: Transport, target: Registration | ProbeTarge
             rtts = await measure_rtts(control, params.echo_count, timeout)
         except PEER_ERRORS as error:
             problems.append(f"echo:{drop_reason(error)}")
-        throughput = await measure_throughput(control, params)
+        throughput = await measure_throughput(control, params, policy)
     finally:
         await control.aclose()
     flags |= throughput.flags
@@ -552,6 +603,7 @@ class EpochProber:
         self._home = spec.member(public_key(validator_seed))  # None: not in the spec
         self._location_counted: set[bytes] = set()
         self._logged: set[tuple[bytes, str]] = set()
+        self._policy = DataPolicy.for_spec(spec)
         self.dropped: dict[str, int] = {}
 
     # -- the table of contents ---------------------------------------------------------------
@@ -700,7 +752,7 @@ class EpochProber:
             tally.throughput_done = True
             return
         try:
-            result = await measure_throughput(control, self._params)
+            result = await measure_throughput(control, self._params, self._policy)
         finally:
             await control.aclose()
         tally.down_kbps, tally.up_kbps = result.down_kbps, result.up_kbps

@@ -13,9 +13,13 @@ What it owns:
   provider key paying the fees); failures are logged as ``claim_failed`` and retried the
   next epoch, and each round logs a ``claims`` line with the counts by outcome.
 
-Everything a remote peer sends is bounded (frame sizes, requests per stream, sessions per peer
-and in total, token lifetime, data connections, stream durations) and its failures are counted
-in ``ProbeService.dropped`` by reason; none of them stops the agent. Operator mistakes (key
+Only the spec's validators (and the operator's own probe keys, and a small public pool if the
+operator opens one) get heartbeats, echoes and throughput sessions: the rules and per-caller
+limits are ``validator.probe_access``'s. Everything a remote peer sends is bounded (frame
+sizes, requests per stream, sessions per caller and epoch, token lifetime and read deadline,
+data connections with eviction of those that never authenticate, stream durations) and what
+is refused is counted in ``ProbeService.dropped`` by reason (``statistics()``), logged once
+per reason; none of it stops the agent. Operator mistakes (key
 file, payout, coordinates, ports) raise ``ProviderConfigError`` before anything is served.
 
 Cheating providers for the adversarial tests subclass ``ProbeService`` in tests/, overriding
@@ -45,6 +49,7 @@ from proofs.errors import DecodeError
 from proofs.messages import MAX_REGISTRATION_BYTES, MAX_TEXT, Registration
 from proofs.signing import public_key
 from validator import keys
+from validator.probe_access import AccessOptions, Admission, ProbeGate, Role
 from validator.spec import NetworkSpec
 
 log = structlog.get_logger(__name__)
@@ -55,11 +60,16 @@ MAX_REQUESTS_PER_STREAM = 256
 # upload result: the idle limit must cover that.
 STREAM_IDLE_SECONDS = wire.MAX_WINDOW_MS / 1000 + 15.0
 TOKEN_TTL_SECONDS = 10.0  # a token must be presented (and an up result fetched) within this
-MAX_SESSIONS = 32
-MAX_SESSIONS_PER_PEER = 4
-MAX_DATA_CONNECTIONS = 8
-TOKEN_READ_SECONDS = 5.0
+# Open data connections at most; when full, a new one evicts the oldest that has not shown a
+# token yet, so connections that never authenticate cannot keep a session's connection out.
+MAX_DATA_CONNECTIONS = 64
+TOKEN_READ_SECONDS = 1.0  # the validator writes its token as soon as it is connected
 DATA_SLACK_SECONDS = 5.0  # a data session outlives its requested window by at most this
+# A down stream starts after the validator's window has (the token has to reach us first), so
+# it keeps the validator's pipe full to its window's end with no slack at all; one second
+# covers scheduling. An upload needs the longer slack: the validator's send buffer drains
+# after its window.
+DOWN_SLACK_SECONDS = 1.0
 PUBLISH_SETTLE_SECONDS = 1.0  # without wait_for_mesh: about one gossipsub heartbeat
 MESH_WAIT_SECONDS = 10.0
 PEER_POLL_SECONDS = 1.0
@@ -82,6 +92,8 @@ class ProviderOptions:
     auto_claim: bool = False  # claim the payout's rewards once per epoch
     validator_url: str = ""  # a validator's HTTP API (needed by auto_claim)
     rpc_url: str = ""  # Solana JSON-RPC for claims; default: the validator's /network rpc_url
+    allow_probe: tuple[str, ...] = ()  # peer ids probed like validators (``validator probe``)
+    public_probe_bytes: int = 0  # bytes per epoch for anyone else's probes together; 0: none
 
 
 # -- operator input ----------------------------------------------------------------------------
@@ -165,7 +177,7 @@ def open_data_listener(host: str, port: int) -> trio.SocketListener:
 class Session:
     """A throughput session handed out on the control plane, claimed on the data port."""
 
-    token: bytes
+    token: bytes  # chosen by the validator (``DownRequest.token`` / ``UpRequest.token``)
     peer: str
     kind: str  # "down" | "up"
     seed: bytes  # down only
@@ -174,24 +186,47 @@ class Session:
     claimed: bool = False
     done: trio.Event = field(default_factory=trio.Event)
     result: tuple[int, bytes] = (0, b"")  # up: byte count and digest
+    byte_limit: int = 0  # 0: none; else the most this session carries (public probes)
+    moved: int = 0  # bytes sent (down) or received (up) so far
+    admission: Admission | None = None  # the gate's, released when the session ends
+
+
+@dataclass
+class _DataSlot:
+    """One open data connection; ``authenticated`` once it presented a live session's token."""
+
+    scope: trio.CancelScope
+    host: str  # the remote IP
+    authenticated: bool = False
 
 
 # -- the service -------------------------------------------------------------------------------
 class ProbeService:
-    """Serves the probe protocol and the data port for one provider key."""
+    """Serves the probe protocol and the data port for one provider key.
 
-    def __init__(self, seed: bytes, network_id: str,
-                 registration: Registration | None = None) -> None:
+    Who may ask for what is ``validator.probe_access.ProbeGate``'s business (validators of
+    ``spec``, ``access.allow_probe`` keys, and a public pool when ``access.public_probe_bytes``
+    is set); this class is the shell that asks it, streams, and counts what it refused.
+    ``now`` is wall time (unix seconds), for epochs; timeouts run on trio's clock.
+    """
+
+    def __init__(self, seed: bytes, spec: NetworkSpec, registration: Registration | None = None,
+                 *, access: AccessOptions = AccessOptions(),
+                 now: Callable[[], float] = time.time) -> None:
         self.seed = seed
-        self.network_id = network_id
+        self.spec = spec
+        self.network_id = spec.network_id
         self.registration = registration
+        self.gate = ProbeGate(spec, access)
         self.dropped: dict[str, int] = {}
+        self._now = now
         self._sessions: dict[bytes, Session] = {}
-        self._data_connections = 0
+        self._slots: dict[int, _DataSlot] = {}  # open data connections, oldest first
 
     def statistics(self) -> dict[str, int]:
+        """Drops by reason, plus the sessions held and the data connections open now."""
         return dict(self.dropped, sessions=len(self._sessions),
-                    data_connections=self._data_connections)
+                    data_connections=len(self._slots))
 
     def _drop(self, reason: str, peer: str = "") -> None:
         count = self.dropped.get(reason, 0) + 1
@@ -205,32 +240,58 @@ class ProbeService:
                               request.validator_key)
 
     async def send_down(self, stream: trio.SocketStream, session: Session) -> None:
-        """Stream ``Keystream(seed)`` until the reader closes or the session's time is up."""
+        """Stream ``Keystream(seed)`` until the reader closes, the session's time is up or
+        its byte limit is reached; ``session.moved`` counts what was sent."""
         keystream = Keystream(session.seed)
         block = bytearray(IO_SIZE)
         view = memoryview(block)
-        with trio.move_on_after(session.duration + DATA_SLACK_SECONDS):
-            while True:
+        left = session.byte_limit or -1
+        with trio.move_on_after(session.duration + DOWN_SLACK_SECONDS):
+            while left != 0:
                 keystream.next_into(block)
+                end = IO_SIZE if left < 0 else min(IO_SIZE, left)
                 offset = 0
-                while offset < IO_SIZE:
-                    offset += await stream.socket.send(view[offset:])
+                while offset < end:
+                    n = await stream.socket.send(view[offset:end])
+                    offset += n
+                    session.moved += n
+                if left > 0:
+                    left -= end
 
     async def receive_up(self, stream: trio.SocketStream, session: Session) -> tuple[int, bytes]:
-        """Read to EOF (or the session's time limit); the byte count and BLAKE2b-256 digest."""
+        """Read to EOF (or the session's time limit); the byte count and BLAKE2b-256 digest.
+
+        With a byte limit, a sender that goes past it is cut off there (``upload_over_limit``)
+        and the result covers the bytes up to the limit.
+        """
         hasher = hashlib.blake2b(digest_size=wire.DIGEST_SIZE)
         buffer = bytearray(IO_SIZE)
         view = memoryview(buffer)
-        total = 0
+        limit = session.byte_limit
         with trio.move_on_after(session.duration + DATA_SLACK_SECONDS):
-            while n := await stream.socket.recv_into(buffer):
+            while True:
+                # Past the limit, read one byte more: EOF there is fine, a byte is not.
+                want = IO_SIZE if not limit else min(IO_SIZE, limit - session.moved + 1)
+                n = await stream.socket.recv_into(buffer, want)
+                if not n:
+                    break
+                if limit and session.moved + n > limit:
+                    n = limit - session.moved
+                    hasher.update(view[:n])
+                    session.moved += n
+                    self._drop("upload_over_limit", session.peer)
+                    break
                 hasher.update(view[:n])
-                total += n
-        return total, hasher.digest()
+                session.moved += n
+        return session.moved, hasher.digest()
 
     # -- control plane -----------------------------------------------------------------------
     async def handle_stream(self, stream: Stream) -> None:
-        """Answer requests on one stream until it ends, idles out or hits its request limit."""
+        """Answer requests on one stream until it ends, idles out or hits its request limit.
+
+        A caller without the right to what it asked for gets an ``ErrorReply`` with the reason;
+        an outsider's stream then ends (each refused request costs it a new stream).
+        """
         peer = stream.remote_peer
         for _ in range(MAX_REQUESTS_PER_STREAM):
             try:
@@ -247,7 +308,10 @@ class ProbeService:
                 self._drop(f"decode_{error.reason}", peer)
                 await self._reply(stream, wire.ErrorReply("malformed"))
                 return
-            if not await self._reply(stream, await self.answer(request, peer)):
+            reply = await self.answer(request, peer)
+            if not await self._reply(stream, reply):
+                return
+            if isinstance(reply, wire.ErrorReply) and self.gate.role(peer) is Role.OUTSIDER:
                 return
         self._drop("requests_per_stream", peer)
 
@@ -259,49 +323,70 @@ class ProbeService:
             return False
         return True
 
+    def _refuse(self, reason: str, peer: str) -> wire.ErrorReply:
+        self._drop(reason, peer)
+        return wire.ErrorReply(reason)
+
     async def answer(self, request: wire.Request, peer: str) -> wire.Response:
-        """The reply to one decoded request from ``peer``."""
-        if isinstance(request, wire.HeartbeatRequest):
-            return wire.HeartbeatReply(self.heartbeat_signature(request))
-        if isinstance(request, wire.EchoRequest):
-            return wire.EchoReply(request.payload)
+        """The reply to one decoded request from ``peer`` (an ``ErrorReply`` if refused)."""
         if isinstance(request, wire.InfoRequest):
             if self.registration is None:
                 return wire.ErrorReply("not_registered")
             return wire.InfoReply(self.registration)
+        if isinstance(request, wire.HeartbeatRequest):
+            refused = self.gate.heartbeat(peer, request.epoch, request.validator_key,
+                                          self._now())
+            if refused:
+                return self._refuse(refused, peer)
+            return wire.HeartbeatReply(self.heartbeat_signature(request))
+        if isinstance(request, wire.EchoRequest):
+            refused = self.gate.echo(peer)
+            if refused:
+                return self._refuse(refused, peer)
+            return wire.EchoReply(request.payload)
         if isinstance(request, wire.DownRequest):
-            return self._new_session(peer, "down", request.seed, request.duration_ms)
+            return self._new_session(peer, "down", request.seed, request.duration_ms,
+                                     request.token)
         if isinstance(request, wire.UpRequest):
-            return self._new_session(peer, "up", b"", request.duration_ms)
+            return self._new_session(peer, "up", b"", request.duration_ms, request.token)
         return await self._up_result(request, peer)
 
-    def _new_session(self, peer: str, kind: str, seed: bytes,
-                     duration_ms: int) -> wire.Response:
+    def _new_session(self, peer: str, kind: str, seed: bytes, duration_ms: int,
+                     token: bytes) -> wire.Response:
         now = trio.current_time()
-        for token in [t for t, s in self._sessions.items() if s.expires_at < now]:
-            del self._sessions[token]
-        if (len(self._sessions) >= MAX_SESSIONS
-                or sum(s.peer == peer for s in self._sessions.values()) >= MAX_SESSIONS_PER_PEER):
-            self._drop("sessions_full", peer)
-            return wire.ErrorReply("busy")
-        token = secrets.token_bytes(wire.TOKEN_SIZE)
+        for stale in [s for s in self._sessions.values()
+                      if s.expires_at < now and not (s.claimed and not s.done.is_set())]:
+            self._end(stale)
+        if token in self._sessions:
+            return self._refuse("token_in_use", peer)
+        admission = self.gate.admit(peer, duration_ms, self._now())
+        if isinstance(admission, str):
+            return self._refuse(admission, peer)
         duration = duration_ms / 1000
         # An up session stays until its result is fetched, at most TTL after its data ends.
         ttl = TOKEN_TTL_SECONDS + (duration + DATA_SLACK_SECONDS if kind == "up" else 0)
-        self._sessions[token] = Session(token, peer, kind, seed, duration, now + ttl)
-        return wire.SessionReply(token)
+        self._sessions[token] = Session(token, peer, kind, seed, duration, now + ttl,
+                                        byte_limit=admission.byte_limit, admission=admission)
+        return wire.SessionReply(admission.byte_limit)
+
+    def _end(self, session: Session) -> None:
+        """Forget ``session`` and give its place back to the gate (once)."""
+        if self._sessions.get(session.token) is session:
+            del self._sessions[session.token]
+        if session.admission is not None:
+            self.gate.release(session.admission, session.moved)
+            session.admission = None
 
     async def _up_result(self, request: wire.UpResultRequest, peer: str) -> wire.Response:
         session = self._sessions.get(request.token)
         if session is None or session.peer != peer or session.kind != "up":
-            self._drop("unknown_token", peer)
-            return wire.ErrorReply("unknown_token")
+            return self._refuse("unknown_token", peer)
         # Normally the upload has ended when this arrives; a slow link may still be draining.
         with trio.move_on_after(session.duration + DATA_SLACK_SECONDS):
             await session.done.wait()
         if not session.done.is_set():
             return wire.ErrorReply("upload_unfinished")
-        self._sessions.pop(request.token, None)
+        self._end(session)
         count, digest = session.result
         return wire.UpReport(count, digest)
 
@@ -310,50 +395,85 @@ class ProbeService:
                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await trio.serve_listeners(self._handle_data, [listener], task_status=task_status)
 
+    def _make_room(self) -> bool:
+        """Room for one more data connection: under the cap, or by evicting a connection that
+        has not presented a token yet: the oldest one from the address holding the most of
+        them (a flood from one host evicts itself first). False if every open connection
+        belongs to a session."""
+        if len(self._slots) < MAX_DATA_CONNECTIONS:
+            return True
+        pending = [(key, slot) for key, slot in self._slots.items() if not slot.authenticated]
+        if not pending:
+            return False
+        per_host: dict[str, int] = {}
+        for _, slot in pending:
+            per_host[slot.host] = per_host.get(slot.host, 0) + 1
+        most = max(per_host.values())
+        key, victim = next((k, s) for k, s in pending if per_host[s.host] == most)
+        del self._slots[key]
+        victim.scope.cancel()
+        self._drop("data_evicted_unauthenticated", victim.host)
+        return True
+
     async def _handle_data(self, stream: trio.SocketStream) -> None:
-        if self._data_connections >= MAX_DATA_CONNECTIONS:
+        if not self._make_room():
             self._drop("data_connections_full")
             await trio.aclose_forcefully(stream)
             return
-        self._data_connections += 1
+        try:
+            host = str(stream.socket.getpeername()[0])
+        except OSError:  # already reset
+            await trio.aclose_forcefully(stream)
+            return
+        slot = _DataSlot(trio.CancelScope(), host)
+        key = id(slot)
+        self._slots[key] = slot
         session: Session | None = None
         try:
-            token = await self._read_token(stream)
-            session = self._claim(token)
-            if session is None:
-                return
-            if session.kind == "down":
-                await self.send_down(stream, session)
-            else:
-                session.result = await self.receive_up(stream, session)
+            with slot.scope:
+                token = await self._read_token(stream)
+                session = self._claim(token)
+                if session is None:
+                    return
+                slot.authenticated = True
+                if session.kind == "down":
+                    await self.send_down(stream, session)
+                else:
+                    session.result = await self.receive_up(stream, session)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             # The reader hung up (the normal end of a down stream) or the link failed.
             pass
         finally:
-            self._data_connections -= 1
+            self._slots.pop(key, None)
             if session is not None:
                 session.done.set()
+                if session.kind == "down":
+                    self._end(session)
             await trio.aclose_forcefully(stream)
 
     async def _read_token(self, stream: trio.SocketStream) -> bytes:
+        """The first TOKEN_SIZE bytes, within TOKEN_READ_SECONDS; b"" (counted) otherwise."""
         token = b""
         with trio.move_on_after(TOKEN_READ_SECONDS):
             while len(token) < wire.TOKEN_SIZE:
                 chunk = await stream.receive_some(wire.TOKEN_SIZE - len(token))
                 if not chunk:
-                    break
+                    self._drop("data_token_eof")
+                    return b""
                 token += chunk
-        return token
+            return token
+        self._drop("data_token_timeout")
+        return b""
 
     def _claim(self, token: bytes) -> Session | None:
         """The session for ``token`` if it exists, is unexpired and not yet used (single use)."""
+        if not token:
+            return None
         session = self._sessions.get(token)
         if session is None or session.claimed or session.expires_at < trio.current_time():
             self._drop("bad_token")
             return None
         session.claimed = True
-        if session.kind == "down":
-            del self._sessions[token]
         return session
 
 
@@ -503,11 +623,20 @@ async def run_provider(options: ProviderOptions, spec: NetworkSpec, *,
     """Run the provider agent until cancelled; ``task_status.started(multiaddr)`` once serving.
 
     ``open_host`` defaults to ``p2p.host.open_libp2p_host`` (the memory network can be passed
-    in simulations); ``service_factory`` lets adversarial tests plug in a cheating service.
+    in simulations); ``service_factory`` lets adversarial tests plug in a cheating service: it
+    is called as ``ProbeService`` is, ``(seed, spec, access=AccessOptions, now=now)``.
     Raises ProviderConfigError for operator mistakes, before serving anything.
     """
     seed = load_or_create_key(options.key_path)
     payout = parse_payout(options.payout, public_key(seed))
+    for peer in options.allow_probe:
+        try:
+            wire.public_key_from_peer_id(peer)
+        except DecodeError:
+            raise ProviderConfigError(f"--allow-probe {peer!r}: not an ed25519 peer id "
+                                      "(12D3KooW...)") from None
+    if options.public_probe_bytes < 0:
+        raise ProviderConfigError("--public-probe-bytes must be >= 0 (0: no public probes)")
     microdegrees(options.lat, 90, "lat")
     microdegrees(options.lon, 180, "lon")
     claimer = (AutoClaimer(spec, seed, payout, options.validator_url, options.rpc_url, now)
@@ -527,7 +656,8 @@ async def run_provider(options: ProviderOptions, spec: NetworkSpec, *,
                     "port in --listen or stop the process using it")
             multiaddr = addrs[0]
             data_port = listener.socket.getsockname()[1]
-            service = service_factory(seed, spec.network_id)
+            access = AccessOptions(frozenset(options.allow_probe), options.public_probe_bytes)
+            service = service_factory(seed, spec, access=access, now=now)
 
             def make_registration() -> Registration:
                 return build_registration(seed, spec.network_id, options, multiaddr, data_port,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import trio
 
+from p2p.host import peer_id_from_seed
 from proofs import probe as wire
 from proofs.challenges import Keystream, sign_heartbeat
 from tests.factories import make_spec, seed_for
@@ -52,7 +53,7 @@ class StaleSeedStreamer(ProbeService):
         if self.first_seed is None:
             self.first_seed = session.seed
         stale = Session(session.token, session.peer, session.kind, self.first_seed,
-                        session.duration, session.expires_at)
+                        session.duration, session.expires_at, byte_limit=session.byte_limit)
         await super().send_down(stream, stale)
 
 
@@ -98,12 +99,17 @@ class ReplayingSigner(ProbeService):
         return self.first_signature
 
 
+PROBER = seed_for("prober")  # the probe key ``running_provider`` allows (--allow-probe)
+
+
 @asynccontextmanager
 async def running_provider(tmp_path: Path,
                            factory: type[ProbeService] = ProbeService) -> AsyncIterator[str]:
-    """Run the real provider agent with ``factory``'s service; yields its multiaddr."""
+    """Run the real provider agent with ``factory``'s service; yields its multiaddr. It
+    answers the probe key ``PROBER`` (identity and heartbeat key) like a validator."""
     spec, _ = make_spec()
-    options = ProviderOptions(tmp_path / f"{factory.__name__}.key")
+    options = ProviderOptions(tmp_path / f"{factory.__name__}.key",
+                              allow_probe=(peer_id_from_seed(PROBER),))
     async with trio.open_nursery() as nursery:
         yield await nursery.start(partial(run_provider, options, spec, service_factory=factory))
         nursery.cancel_scope.cancel()

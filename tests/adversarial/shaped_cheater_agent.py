@@ -18,7 +18,7 @@ import signal
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import trio
 
@@ -28,7 +28,7 @@ from tests.adversarial.cheaters import ZeroStreamer
 from validator.provider import (DATA_SLACK_SECONDS, IO_SIZE, ProbeService, ProviderOptions,
                                 Session, run_provider)
 from validator.logs import configure_logging
-from validator.spec import load_spec
+from validator.spec import NetworkSpec, load_spec
 
 CACHED_PREFIX = 64 * 1024
 
@@ -58,8 +58,8 @@ class EarlyReporter(ProbeService):
     """Answers the upload result as soon as it is asked, with the count and digest of what has
     arrived so far, to stop the validator's clock before the backlog on its link drains."""
 
-    def __init__(self, seed: bytes, network_id: str, *args: object) -> None:
-        super().__init__(seed, network_id, *args)  # type: ignore[arg-type]
+    def __init__(self, seed: bytes, spec: NetworkSpec, *args: Any, **kwargs: Any) -> None:
+        super().__init__(seed, spec, *args, **kwargs)
         self.progress: dict[bytes, tuple[int, "hashlib.blake2b"]] = {}
 
     async def receive_up(self, stream: trio.SocketStream, session: Session) -> tuple[int, bytes]:
@@ -125,9 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", required=True)
     parser.add_argument("--data-host", required=True)
     parser.add_argument("--data-port", type=int, required=True)
+    parser.add_argument("--allow-probe", action="append", default=[])
     args = parser.parse_args(argv)
     options = ProviderOptions(key_path=Path(args.key), listen=args.listen,
-                              data_host=args.data_host, data_port=args.data_port)
+                              data_host=args.data_host, data_port=args.data_port,
+                              allow_probe=tuple(args.allow_probe))
     configure_logging()  # to stderr: stdout carries only the multiaddr
     trio.run(_serve, options, Path(args.network), CHEATERS[args.cheater])
     return 0

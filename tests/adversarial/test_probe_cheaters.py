@@ -15,11 +15,10 @@ import trio
 
 from p2p.host import open_libp2p_host
 from proofs.report import Flag
-from tests.adversarial.cheaters import (ConstantStreamer, InflatedCountReceiver,
+from tests.adversarial.cheaters import (PROBER, ConstantStreamer, InflatedCountReceiver,
                                         OtherKeySigner, ReplayingSigner, StaleSeedStreamer,
                                         TruncatingStreamer, WrongDigestReceiver, ZeroStreamer,
                                         running_provider)
-from tests.factories import seed_for
 from validator.prober import ProbeResult, discover_target, probe_provider
 from validator.provider import ProbeService
 from validator.spec import ProbeParams
@@ -32,12 +31,12 @@ async def probe_times(tmp_path: Path, factory: type[ProbeService], times: int,
                       data_port: int | None = None) -> list[ProbeResult]:
     with trio.fail_after(30):
         async with running_provider(tmp_path, factory) as addr, \
-                open_libp2p_host(seed_for("prober"), "/ip4/127.0.0.1/tcp/0") as transport:
+                open_libp2p_host(PROBER, "/ip4/127.0.0.1/tcp/0") as transport:
             target, _ = await discover_target(transport, addr)
             if data_port is not None:
                 target = replace(target, data_port=data_port)
             return [await probe_provider(transport, target, network_id="testnet", epoch=1,
-                                         validator_seed=seed_for("validator"), params=PARAMS)
+                                         validator_seed=PROBER, params=PARAMS)
                     for _ in range(times)]
 
 

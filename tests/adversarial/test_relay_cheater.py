@@ -33,7 +33,7 @@ Virtual time (autojump clock), a real ``EpochProber`` per validator and the real
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 
@@ -161,21 +161,24 @@ def registration(spec: NetworkSpec, placement: Placement) -> Registration:
 
 
 def committee_spec(cities: Sequence[str]) -> tuple[NetworkSpec, list[bytes]]:
-    """A spec whose validators sit in ``cities`` (one committee of all of them)."""
+    """A spec whose validators sit in ``cities`` (one committee of all of them); each one's
+    peer id on the memory network is its city's name."""
     spec, seeds = make_spec(n=len(cities), committee_size=len(cities), epoch_seconds=30)
-    validators = tuple(replace(v, name=city, lat=CITIES[city][0], lon=CITIES[city][1])
+    validators = tuple(replace(v, name=city, identity=city, lat=CITIES[city][0],
+                               lon=CITIES[city][1])
                        for v, city in zip(spec.validators, cities))
     return replace(spec, validators=validators, probes=ProbeParams(echo_count=5)), seeds
 
 
 @asynccontextmanager
 async def serving(network: MemoryNetwork, spec: NetworkSpec, geography: Geography,
-                  placements: Sequence[Placement]) -> AsyncIterator[None]:
+                  placements: Sequence[Placement],
+                  now: Callable[[], float]) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         for placement in placements:
             peer_id = peer_id_of(placement.name)
             transport = await stack.enter_async_context(network.transport(peer_id))
-            service = ControlOnlyService(provider_seed(placement.name), spec.network_id)
+            service = ControlOnlyService(provider_seed(placement.name), spec, now=now)
 
             async def handler(stream: Stream, service: ProbeService = service,
                               peer_id: str = peer_id) -> None:
@@ -198,7 +201,8 @@ async def run_committee(cities: Sequence[str],
     registrations = [registration(spec, p) for p in placements]
     probers: dict[str, EpochProber] = {}
     with trio.fail_after(300):
-        async with serving(network, spec, geography, placements), AsyncExitStack() as stack:
+        async with serving(network, spec, geography, placements,
+                           lambda: trio.current_time() + offset), AsyncExitStack() as stack:
             for city, seed in zip(cities, seeds):
                 transport = await stack.enter_async_context(network.transport(city))
                 probers[city] = EpochProber(

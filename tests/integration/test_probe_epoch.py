@@ -4,11 +4,12 @@ epoch in real time against real provider agents (libp2p + TCP data plane on 127.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -22,8 +23,8 @@ from proofs.challenges import sign_heartbeat
 from proofs.messages import Registration
 from proofs.report import Flag
 from proofs.signing import public_key
-from tests.factories import make_spec, seed_for
-from validator.prober import EpochProber
+from tests.factories import make_spec, seed_for, with_prober
+from validator.prober import EpochProber, discover_target
 from validator.provider import ProbeService, ProviderOptions, Session, run_provider
 from validator.spec import NetworkSpec, ProbeParams
 
@@ -44,8 +45,8 @@ def closed_port() -> int:
 class RecordingService(ProbeService):
     """An honest service that records when each heartbeat arrives (trio clock)."""
 
-    def __init__(self, seed: bytes, network_id: str) -> None:
-        super().__init__(seed, network_id)
+    def __init__(self, seed: bytes, spec: NetworkSpec, **kwargs: Any) -> None:
+        super().__init__(seed, spec, **kwargs)
         self.heartbeat_times: list[float] = []
 
     def heartbeat_signature(self, request: wire.HeartbeatRequest) -> bytes:
@@ -78,10 +79,12 @@ def memory_registration(spec: NetworkSpec, seed: bytes, data_port: int) -> Regis
 
 
 @asynccontextmanager
-async def memory_providers(network: MemoryNetwork, spec: NetworkSpec,
-                           kinds: Sequence[str]) -> AsyncIterator[
+async def memory_providers(network: MemoryNetwork, spec: NetworkSpec, kinds: Sequence[str],
+                           now: Callable[[], float]) -> AsyncIterator[
                                list[tuple[Registration, ProbeService | None]]]:
-    """Providers on the memory network; their data ports are closed (nothing to measure)."""
+    """Providers on the memory network, answering the spec's validators on the clock ``now``.
+    The memory network cannot say where a provider is, so throughput is refused on our side
+    (``data_host_unverified``): nothing to measure."""
     async with AsyncExitStack() as stack:
         out: list[tuple[Registration, ProbeService | None]] = []
         for i, kind in enumerate(kinds):
@@ -92,9 +95,9 @@ async def memory_providers(network: MemoryNetwork, spec: NetworkSpec,
                 network.transport(peer_id))
             service: ProbeService | None = None
             if kind == "honest":
-                service = RecordingService(seed, spec.network_id)
+                service = RecordingService(seed, spec, now=now)
             elif kind == "forger":
-                service = ForgingService(seed, spec.network_id)
+                service = ForgingService(seed, spec, now=now)
             if service is not None:
                 transport.set_stream_handler(wire.PROTOCOL, service.handle_stream)
             elif kind == "silent":
@@ -108,7 +111,8 @@ async def memory_providers(network: MemoryNetwork, spec: NetworkSpec,
 
 async def test_epoch_schedule_in_virtual_time(autojump_clock: trio.testing.MockClock) -> None:
     spec, _ = make_spec(epoch_seconds=20)  # rounds of 3 s: 7 rounds, the last one 2 s long
-    spec = replace(spec, probes=ProbeParams(heartbeat_timeout_seconds=5.0, echo_count=3))
+    spec = replace(with_prober(spec, "validator", VALIDATOR_SEED),
+                   probes=ProbeParams(heartbeat_timeout_seconds=5.0, echo_count=3))
     network = MemoryNetwork()
     epoch_start = spec.epoch_start(EPOCH)
     epoch_end = spec.epoch_end(EPOCH)
@@ -119,7 +123,7 @@ async def test_epoch_schedule_in_virtual_time(autojump_clock: trio.testing.MockC
 
     kinds = ["honest", "honest", "forger", "silent", "garbage", "absent"]
     with trio.fail_after(60):
-        async with memory_providers(network, spec, kinds) as providers, \
+        async with memory_providers(network, spec, kinds, now) as providers, \
                 network.transport("validator") as transport:
             prober = EpochProber(transport, spec, epoch=EPOCH, validator_seed=VALIDATOR_SEED,
                                  providers=[r for r, _ in providers], seed=EPOCH_SEED, now=now)
@@ -145,7 +149,8 @@ async def test_epoch_schedule_in_virtual_time(autojump_clock: trio.testing.MockC
         assert (obs.heartbeats_sent, obs.heartbeats_ok) == (7, 7)
         # Virtual time: echoes take no time, but an RTT is at least 1 us.
         assert obs.rtt_min_us == obs.rtt_median_us == 1
-        # Their data ports are closed: throughput scores 0 with the flag, nothing else.
+        # No observed address on the memory network: throughput is refused on our side
+        # and scores 0 with the flag, nothing else.
         assert (obs.down_kbps, obs.up_kbps) == (0, 0)
         assert obs.flags == Flag.DATA_PORT_UNREACHABLE
     # The two honest providers are checked at different moments.
@@ -167,12 +172,12 @@ async def test_epoch_schedule_in_virtual_time(autojump_clock: trio.testing.MockC
     assert prober.dropped["heartbeat_decode_malformed"] == 7
     assert prober.dropped["heartbeat_dial_failed"] == 7
     assert prober.dropped["heartbeat_timeout"] == silent.heartbeats_sent
-    assert prober.dropped["down_data_port_unreachable"] >= 2
+    assert prober.dropped["throughput_data_host_unverified"] >= 2
 
 
 
 async def test_late_start_skips_past_check_times(autojump_clock: trio.testing.MockClock) -> None:
-    spec, _ = make_spec(epoch_seconds=20)
+    spec = with_prober(make_spec(epoch_seconds=20)[0], "validator", VALIDATOR_SEED)
     network = MemoryNetwork()
     epoch_start, epoch_end = spec.epoch_start(EPOCH), spec.epoch_end(EPOCH)
     offset = epoch_start + 10.0 - trio.current_time()  # (re)started 10 s into the epoch
@@ -181,7 +186,7 @@ async def test_late_start_skips_past_check_times(autojump_clock: trio.testing.Mo
         return trio.current_time() + offset
 
     with trio.fail_after(60):
-        async with memory_providers(network, spec, ["honest"]) as providers, \
+        async with memory_providers(network, spec, ["honest"], now) as providers, \
                 network.transport("validator") as transport:
             (registration, service), = providers
             prober = EpochProber(transport, spec, epoch=EPOCH, validator_seed=VALIDATOR_SEED,
@@ -219,24 +224,25 @@ class TimedService(ProbeService):
 async def test_short_real_epoch_against_provider_agents(tmp_path: Path) -> None:
     import time
 
-    spec, _ = make_spec(epoch_seconds=4)
-    spec = replace(spec, round_seconds=1,
-                   probes=ProbeParams(heartbeat_timeout_seconds=2.0, echo_count=3,
-                                      throughput_seconds=0.4, warmup_fraction=0.25))
     TimedService.intervals = []
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as nursery, \
+                open_libp2p_host(seed_for("validator-id"), "/ip4/127.0.0.1/tcp/0") as t:
+            # The prober is the spec's only validator, on loopback: a loopback devnet, where
+            # providers' data ports on 127.0.0.1 are probed.
+            spec = with_prober(make_spec(1, epoch_seconds=4)[0], t.peer_id, VALIDATOR_SEED,
+                               addrs=tuple(t.listen_addrs()), genesis_for=(EPOCH, time.time()))
+            spec = replace(spec, round_seconds=1,
+                           probes=ProbeParams(heartbeat_timeout_seconds=2.0, echo_count=3,
+                                              throughput_seconds=0.4, warmup_fraction=0.25))
             addrs = [await nursery.start(partial(
                 run_provider, ProviderOptions(tmp_path / f"p{i}.key"), spec,
                 service_factory=TimedService)) for i in range(2)]
-            async with open_libp2p_host(seed_for("validator-id"), "/ip4/127.0.0.1/tcp/0") as t:
-                from validator.prober import discover_target
-
-                registrations = [(await discover_target(t, a))[1] for a in addrs]
-                start = time.time() + 0.2
-                prober = EpochProber(t, spec, epoch=EPOCH, validator_seed=VALIDATOR_SEED,
-                                     providers=registrations, seed=EPOCH_SEED, now=time.time)
-                await prober.run(start, start + 4)
+            registrations = [(await discover_target(t, a))[1] for a in addrs]
+            start = time.time() + 0.2
+            prober = EpochProber(t, spec, epoch=EPOCH, validator_seed=VALIDATOR_SEED,
+                                 providers=registrations, seed=EPOCH_SEED, now=time.time)
+            await prober.run(start, start + 4)
             nursery.cancel_scope.cancel()
     for obs in prober.observations():
         assert obs.heartbeats_ok == obs.heartbeats_sent >= 3

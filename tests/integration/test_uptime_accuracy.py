@@ -29,9 +29,9 @@ from pathlib import Path
 
 import trio
 
-from p2p.host import open_libp2p_host
+from p2p.host import open_libp2p_host, peer_id_from_seed
 from proofs.aggregate import uptime_bps
-from tests.factories import make_spec, seed_for
+from tests.factories import make_spec, seed_for, with_prober
 from validator.prober import EpochProber, discover_target
 from validator.provider import ProviderOptions, run_provider
 from validator.spec import ProbeParams
@@ -50,7 +50,11 @@ def free_port() -> int:
 
 
 async def test_stopped_provider_gets_uptime_within_five_points(tmp_path: Path) -> None:
-    spec, _ = make_spec(epoch_seconds=EPOCH_SECONDS)
+    # The prober is validator 0 of the spec (agents answer validators only), and EPOCH is the
+    # current epoch (heartbeats are signed for the current epoch only).
+    spec = with_prober(make_spec(epoch_seconds=EPOCH_SECONDS)[0],
+                       peer_id_from_seed(seed_for("uptime-validator-id")),
+                       seed_for("uptime-validator"), genesis_for=(EPOCH, time.time()))
     spec = replace(spec, round_seconds=1,
                    probes=ProbeParams(heartbeat_timeout_seconds=2.0, echo_count=3,
                                       throughput_seconds=0.3, warmup_fraction=0.25))

@@ -17,9 +17,9 @@ REQUESTS: list[wire.Request] = [
     wire.HeartbeatRequest(2**64 - 1, bytes(32), bytes(32)),
     wire.EchoRequest(b""),
     wire.EchoRequest(b"e" * wire.MAX_ECHO_PAYLOAD),
-    wire.DownRequest(b"s" * 32, 1),
-    wire.DownRequest(b"s" * 32, wire.MAX_WINDOW_MS),
-    wire.UpRequest(2000),
+    wire.DownRequest(b"s" * 32, 1, b"t" * wire.TOKEN_SIZE),
+    wire.DownRequest(b"s" * 32, wire.MAX_WINDOW_MS, bytes(wire.TOKEN_SIZE)),
+    wire.UpRequest(2000, b"t" * wire.TOKEN_SIZE),
     wire.UpResultRequest(b"t" * wire.TOKEN_SIZE),
     wire.InfoRequest(),
 ]
@@ -31,7 +31,8 @@ def _responses() -> list[wire.Response]:
     return [
         wire.HeartbeatReply(b"x" * 64),
         wire.EchoReply(b"abc"),
-        wire.SessionReply(b"t" * wire.TOKEN_SIZE),
+        wire.SessionReply(),
+        wire.SessionReply(2**64 - 1),
         wire.UpReport(0, b"d" * 32),
         wire.UpReport(2**64 - 1, b"d" * 32),
         wire.InfoReply(registration),
@@ -61,10 +62,13 @@ def test_requests_and_responses_do_not_cross() -> None:
 
 @pytest.mark.parametrize("data", [
     b"", b"\x00", b"\xc1", b"\x91", b"\x90", b"\x92\x20", b"\xa3abc",
-    wire.DownRequest(b"s" * 32, 1).encode()[:-1],
+    wire.DownRequest(b"s" * 32, 1, b"t" * 16).encode()[:-1],
+    wire.UpRequest(1, b"t" * 16).encode()[:-1],  # a token one byte short
+    b"\x92\x25\x01",  # an up request without a token (version 1's)
+    b"\x93\x24" + b"\xc4\x20" + b"s" * 32 + b"\x01",  # a down request without a token
     wire.EchoRequest(b"e").encode() + b"\x00",
-    b"\x93\x24" + b"\xc4\x20" + b"s" * 32 + b"\x00",  # duration 0 is not a window
-    b"\x93\x24" + b"\xc4\x20" + b"s" * 32 + b"\xce\x00\x01\x00\x00",  # past MAX_WINDOW_MS
+    b"\x94\x24\xc4\x20" + b"s" * 32 + b"\x00\xc4\x10" + b"t" * 16,  # duration 0: no window
+    b"\x94\x24\xc4\x20" + b"s" * 32 + b"\xce\x00\x01\x00\x00\xc4\x10" + b"t" * 16,  # too long
     b"\x92\x22\xc4\x41" + b"e" * 65,  # echo payload over the limit
     b"\x91\x63",  # unknown tag
     b"\x91" + b"\x91" * 5000,  # deep nesting

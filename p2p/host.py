@@ -22,12 +22,19 @@ py-libp2p 0.8.1 behaviour worked around here (each narrowly, each commented at t
 - a failed dial puts the peer in a 60 s negative cache that refuses further dials, which would
   defeat the redial period: every dial we start first lifts that block.
 - the auto-connector dials every peer in the peerstore while we hold fewer than 50
-  connections: it is configured never to wake (connectivity here is explicit).
+  connections: it is configured never to wake (connectivity here is explicit). Every
+  disconnect also wakes it (at most every 5 s) to dial up to thousands of peerstore entries,
+  whatever addresses strangers announced for themselves: that trigger is switched off.
 - stopping ``host.run`` leaves the listening socket open (the swarm's cleanup runs cancelled):
   we close the host explicitly first.
 - a listen failure is only logged, and listeners use SO_REUSEPORT (a second process on the
   same port shares it silently): ``_listen_addr`` binds the address once itself first.
 - transports are chosen from the listen address (``/ws`` would add websocket): we pass TCP.
+- every accepted inbound connection keeps a slot of a 300-slot limiter until the swarm stops,
+  and a stalled handshake holds one for 10 s: inbound connections go through
+  ``p2p.host_inbound`` instead, admitted by ``p2p.admission`` (validators always; others
+  capped per IP and in total; half-open handshakes bounded, evicted oldest first, and timed
+  out after ``AdmissionLimits.handshake_seconds``).
 """
 
 from __future__ import annotations
@@ -92,7 +99,10 @@ from p2p.abc import (
     TopicValidator,
     Transport,
 )
+from p2p.admission import REASONS as ADMISSION_REASONS
+from p2p.admission import Admission, AdmissionLimits
 from p2p.framing import FrameDecoder, encode_frame
+from p2p.host_inbound import InboundGate
 
 log = structlog.get_logger(__name__)
 
@@ -115,6 +125,11 @@ MESSAGE_ID_SIZE = 20
 READ_CHUNK = 64 * 1024
 _FORWARDER_MEMORY = 4096  # accepted-message ids whose forwarder we remember until delivery
 _CLOSE_TIMEOUT_SECONDS = 2.0
+# Our own dials (to peers we chose) may take a little longer than what we allow strangers.
+OUTBOUND_HANDSHAKE_SECONDS = 5.0
+# py-libp2p's own connection cap refuses inbound connections at it, validators' too, and its
+# pruner trims above its high watermark: both far above what p2p.admission lets in.
+_LIBP2P_MAX_CONNECTIONS = 4096
 
 COUNTERS = (
     "gossip_queue_full",  # the application fell behind; newest message dropped
@@ -123,6 +138,7 @@ COUNTERS = (
     "gossip_send_queue_full",  # a peer's outbound queue (OUTBOUND_QUEUE_SIZE) overflowed
     "dial_failed",  # connect() or a bootstrap/direct-peer redial failed
     "stream_handler_error",  # a handler raised PeerError or a libp2p stream error
+    *ADMISSION_REASONS,  # inbound connections refused or cut off (p2p.admission)
 )
 
 # Errors a peer (or the network) can cause on a stream: never a bug in our code.
@@ -574,6 +590,16 @@ class Libp2pTransport(Transport):
             joined.send.close()
 
 
+def _ip_of(addr: Multiaddr) -> str | None:
+    """The IP of an /ip4 or /ip6 multiaddr, as socket addresses spell it; None otherwise."""
+    for proto in ("ip4", "ip6"):
+        try:
+            return str(addr.value_for_protocol(proto))
+        except (ValueError, MultiaddrError):
+            continue
+    return None
+
+
 def _listen_addr(listen: str) -> Multiaddr:
     """Parse and pre-check the listen address; P2PError (an operator mistake) if unusable.
 
@@ -601,7 +627,7 @@ def _listen_addr(listen: str) -> Multiaddr:
     return addr
 
 
-def _build_host(key_pair: KeyPair, listen: Multiaddr) -> IHost:
+def _build_host(key_pair: KeyPair, listen: Multiaddr, limits: AdmissionLimits) -> IHost:
     # Noise only: new_host's default also offers TLS, secio and plaintext, and a peer that
     # picks plaintext would be accepted. The Noise static key is ephemeral per process (the
     # identity is the ed25519 key, which signs it during the handshake).
@@ -616,7 +642,12 @@ def _build_host(key_pair: KeyPair, listen: Multiaddr) -> IHost:
         # The auto-connector dials any peer in the peerstore (everyone who ever sent us a signed
         # record) every 10 s while we have fewer than 50 connections. Our connectivity is
         # explicit (connect, bootstrap, direct peers), so it never wakes.
-        connection_config=ConnectionConfig(min_connections=0, auto_connect_interval=math.inf),
+        connection_config=ConnectionConfig(
+            min_connections=0, auto_connect_interval=math.inf,
+            max_connections=_LIBP2P_MAX_CONNECTIONS, high_watermark=_LIBP2P_MAX_CONNECTIONS,
+            inbound_upgrade_timeout=limits.handshake_seconds,
+            outbound_upgrade_timeout=OUTBOUND_HANDSHAKE_SECONDS,
+        ),
     )
 
 
@@ -653,7 +684,9 @@ async def open_libp2p_host(
     *,
     bootstrap: Sequence[str] = (),
     direct_peers: Sequence[str] = (),
+    reserved_peers: Sequence[str] = (),
     redial_seconds: float = 2.0,
+    limits: AdmissionLimits = AdmissionLimits(),
 ) -> AsyncIterator[Libp2pTransport]:
     """Run a libp2p host for the duration of the block.
 
@@ -662,6 +695,10 @@ async def open_libp2p_host(
     reports the bound one. ``bootstrap`` and ``direct_peers`` are full multiaddrs: both are
     redialled every ``redial_seconds`` while disconnected (our own id is skipped), and direct
     peers are also gossipsub direct peers (sent every message, never in the mesh).
+    Inbound connections are admitted by ``p2p.admission`` with ``limits``: the peers of
+    ``bootstrap``, ``direct_peers`` and ``reserved_peers`` (peer ids) always, others within
+    per-IP and total caps, which do not apply to the IPs of the bootstrap and direct
+    addresses.
     A malformed seed or address, or a listen address we cannot bind (in use, not local),
     raises P2PError before anything starts.
     """
@@ -682,7 +719,21 @@ async def open_libp2p_host(
             targets.setdefault(info.peer_id, info)
 
     counters = dict.fromkeys(COUNTERS, 0)
-    host = _build_host(key_pair, listen_addr)
+    host = _build_host(key_pair, listen_addr, limits)
+    infos = [*bootstrap_infos, *direct_infos]
+    try:
+        reserved = {ID.from_base58(p).to_base58() for p in reserved_peers}
+    except ValueError as error:
+        raise P2PError(f"bad reserved peer id in host configuration: {error}") from error
+    admission = Admission(
+        limits,
+        reserved_peers=frozenset({i.peer_id.to_base58() for i in infos} | reserved),
+        unlimited_ips=frozenset(ip for i in infos for a in i.addrs if (ip := _ip_of(a))),
+    )
+    swarm = host.get_network()
+    InboundGate(admission, counters).install(swarm)
+    # No dials on disconnect (see the module docstring); pinned 0.8.1 attribute.
+    swarm._auto_connect_trigger_min_interval = math.inf  # type: ignore[attr-defined]
     watch = _ConnectionWatch()
     host.get_network().register_notifee(watch)
     pubsub, gossipsub = _build_gossip(host, direct_infos, counters)

@@ -32,7 +32,19 @@ value, 404 unknown path or nothing there, 405 method other than GET/HEAD). 503 m
 SQLite file cannot be read right now. A JSON 500 ``{"error": "internal"}`` exists only as a
 safety net and is logged: no input is meant to reach it. Requests aiohttp's HTTP parser
 rejects before routing (a method it does not know, raw bytes, over-long lines) get the same
-JSON errors from ``_JsonErrorHandler``.
+JSON errors from ``_Connection.handle_error``.
+
+Resource limits (``start_api``; the table is ``_Connection``'s docstring): at most
+``MAX_CONNECTIONS`` connections at once (one more evicts the connection waiting longest for
+a request, or if every one is being answered, is answered 503 and closed); a connection
+with no request in progress is closed after ``IDLE_TIMEOUT_SECONDS``, a request's line and
+headers must arrive within ``HEADER_TIMEOUT_SECONDS`` of its first byte, a response none of
+of which the client takes less than ``SEND_MIN_PROGRESS`` bytes in ``SEND_STALL_SECONDS``
+is aborted; request line, header
+field and header count are capped. Each refusal is counted by reason in the
+``HttpStatistics`` that ``make_app`` puts in ``app[HTTP_STATISTICS]``; the node shows them
+in ``/status`` ``dropped`` as ``http:<reason>``. ``/status`` shows the RPC URL without
+credentials, query or fragment (``public_url``).
 """
 
 from __future__ import annotations
@@ -53,7 +65,7 @@ from aiohttp import http_exceptions, web
 
 from validator import api_views as views
 from validator.api_pool import CHAIN_TIMEOUT, PoolReader
-from validator.api_views import I64_MAX, BadRequest, Json, b58
+from validator.api_views import I64_MAX, BadRequest, Json, b58, public_url
 from validator.spec import NetworkSpec
 from validator.store import open_readonly
 
@@ -66,6 +78,28 @@ DEFAULT_EPOCH_LIMIT = 100
 DEFAULT_PROVIDER_LIMIT = 1000
 MAX_LINE_SIZE = 32 * 1024  # request line; aiohttp's default is 8190
 DB_THREADS = 4
+
+# Connection limits (see _Connection). aiohttp's defaults keep an idle or half-sent
+# connection open for an hour: 1,100 of them used up a validator's file descriptors.
+MAX_CONNECTIONS = 256  # open at once; the next evicts one without a request, or gets a 503
+IDLE_TIMEOUT_SECONDS = 5.0  # no request in progress: fresh, or kept alive after a response
+HEADER_TIMEOUT_SECONDS = 5.0  # from a request's first byte to the end of its headers
+SEND_STALL_SECONDS = 10.0  # a response the client takes less than SEND_MIN_PROGRESS of
+SEND_MIN_PROGRESS = 16 * 1024  # ... in this long (a reader that sips a byte at a time)
+MAX_FIELD_SIZE = 8190  # one header line (aiohttp's default)
+MAX_HEADERS = 32  # header lines per request (aiohttp's default: 128)
+LINGER_SECONDS = 1.0  # reading an unread request body before closing (aiohttp's: 10 s)
+SWEEP_SECONDS = 0.5  # how often the deadlines are checked
+
+HTTP_REASONS = (
+    "evicted",  # closed to make room: the one waiting longest for (the rest of) a request
+    "connection_limit",  # MAX_CONNECTIONS open, all with a request: answered 503 and closed
+    "idle_timeout",  # opened and never sent a byte within IDLE_TIMEOUT_SECONDS
+    "header_timeout",  # a request line and headers not complete in HEADER_TIMEOUT_SECONDS
+    "send_stalled",  # the client took < SEND_MIN_PROGRESS bytes in SEND_STALL_SECONDS
+    "bad_request",  # not HTTP, or a method aiohttp does not know
+    "line_too_long",  # request line over MAX_LINE_SIZE, or a header over MAX_FIELD_SIZE
+)
 
 # Validation by pattern before int()/b58decode: int() accepts "+1", " 1", "1_0" and non-ASCII
 # digits, and both int() and b58decode are superlinear on long input.
@@ -135,6 +169,26 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 def _error(status: int, message: str) -> web.Response:
     return _json({"error": message}, status)
+
+
+class HttpStatistics:
+    """Connections the API refused or cut off, by reason (``HTTP_REASONS``).
+
+    Counted on the API's asyncio loop, read from any thread: the keys are fixed at creation,
+    so a copy never sees the dict change size.
+    """
+
+    def __init__(self) -> None:
+        self._counts = dict.fromkeys(HTTP_REASONS, 0)
+
+    def count(self, reason: str) -> None:
+        self._counts[reason] += 1
+
+    def statistics(self) -> dict[str, int]:
+        return dict(self._counts)
+
+
+HTTP_STATISTICS = web.AppKey("http_statistics", HttpStatistics)
 
 
 # -- SQLite off the event loop -----------------------------------------------------------------
@@ -217,7 +271,8 @@ class _Api:
     async def status(self, request: web.Request) -> web.Response:
         """The node's snapshot; ``last_final_epoch`` and ``chain.last_posted_epoch`` are read
         from SQLite when the snapshot lacks them or has null (the store is the record of
-        both), and a missing ``chain`` object starts from the spec's ``rpc_url``."""
+        both), and a missing ``chain`` object starts from the spec's ``rpc_url``. The RPC URL
+        is shown by ``public_url`` whatever the snapshot holds."""
         snapshot = self._status()
         key = snapshot.get("signing_key")
         body: Json = plain(snapshot)
@@ -227,6 +282,8 @@ class _Api:
         if not isinstance(chain, dict):
             chain = body["chain"] = {"rpc_url": self._spec.rpc_url, "last_posted_epoch": None,
                                      "last_error": None}
+        if isinstance(chain.get("rpc_url"), str):
+            chain["rpc_url"] = public_url(chain["rpc_url"])
         if body.get("last_final_epoch") is None or chain.get("last_posted_epoch") is None:
             last_final, last_posted = await self._pool.run(views.store_status)
             if body.get("last_final_epoch") is None:
@@ -304,6 +361,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
+async def _track(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tell the connection a request is being handled (no idle or header deadline then)."""
+    connection = request.protocol
+    if not isinstance(connection, _Connection):  # a test client's transport, say
+        return await handler(request)
+    connection.request_started()
+    try:
+        return await handler(request)
+    finally:
+        connection.request_finished()
+
+
+@web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every refusal as ``{"error": ...}``; the 500 is a logged safety net, not a path."""
     try:
@@ -334,12 +404,14 @@ def make_app(db_path: Path, spec: NetworkSpec, status: Callable[[], Mapping[str,
     """The API over the SQLite file at ``db_path``. Only GET and HEAD routes exist.
 
     Chain reads (when the spec names a pool) go to ``rpc_url``, default the spec's
-    ``rpc_url``, each bounded by ``chain_timeout`` seconds.
+    ``rpc_url``, each bounded by ``chain_timeout`` seconds. ``app[HTTP_STATISTICS]`` counts
+    the connections ``start_api`` refuses or cuts off.
     """
     pool = _ReadPool(db_path)
     chain = PoolReader.for_spec(spec, rpc_url, chain_timeout)
     api = _Api(pool, spec, status, chain)
-    app = web.Application(middlewares=[_errors])
+    app = web.Application(middlewares=[_track, _errors])
+    app[HTTP_STATISTICS] = HttpStatistics()
     for path, handler in (
             ("/status", api.status), ("/network", api.network), ("/healthz", api.healthz),
             ("/epochs", api.epochs), ("/epochs/{epoch}", api.epoch),
@@ -358,14 +430,174 @@ def make_app(db_path: Path, spec: NetworkSpec, status: Callable[[], Mapping[str,
     return app
 
 
-class _JsonErrorHandler(web.RequestHandler):
-    """aiohttp answers what its HTTP parser rejects (a method it does not know, raw bytes in
-    the request line, a request line over ``MAX_LINE_SIZE``, not HTTP at all) from here,
-    before routing and middlewares, in plain text echoing the request line. Answer those in
-    the same JSON as everything else, without the echo."""
+class _Connections:
+    """The live connections of one site: the cap, the deadlines' sweep, the statistics."""
 
-    __slots__ = ()
+    def __init__(self, stats: HttpStatistics, max_connections: int = MAX_CONNECTIONS) -> None:
+        self.stats = stats
+        self._max = max_connections
+        self._live: set[_Connection] = set()
 
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def admit(self, connection: _Connection) -> bool:
+        """Room for ``connection``: at the cap, the connection that has waited longest
+        without a request being answered (idle or reading) is evicted for it, so holding
+        every slot idle keeps nobody out for longer than it takes to send a request. False
+        when every connection is being answered."""
+        if len(self._live) >= self._max:
+            waiting = [c for c in self._live if c.waiting]
+            if not waiting:
+                return False
+            oldest = min(waiting, key=lambda c: c.waiting_since)
+            self._live.discard(oldest)
+            self.stats.count("evicted")
+            oldest.force_close()
+        self._live.add(connection)
+        return True
+
+    def remove(self, connection: _Connection) -> None:
+        self._live.discard(connection)
+
+    def sweep(self, now: float) -> None:
+        for connection in list(self._live):
+            connection.check(now)
+
+    async def sweep_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            self.sweep(loop.time())
+
+
+# Answer to a connection over MAX_CONNECTIONS, written before any request was read.
+_BUSY_BODY = _dumps({"error": "too many connections; try again"})
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+         b"Content-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\nRetry-After: 1\r\n"
+         b"Connection: close\r\n\r\n" + _BUSY_BODY)
+
+IDLE, READING, HANDLING = "idle", "reading", "handling"
+
+
+class _Connection(web.RequestHandler):
+    """One HTTP connection: aiohttp's request handler, our limits, and JSON parser errors.
+
+    At ``MAX_CONNECTIONS`` a new connection evicts the idle or reading connection that has
+    waited longest (``evicted``); if every connection is being handled, the new one is
+    answered 503 and closed in ``connection_made``, before aiohttp sees it
+    (``connection_limit``). Otherwise it is in one of three states, whose deadlines
+    ``_Connections.sweep`` checks every ``SWEEP_SECONDS``:
+
+    | state    | entered when                        | deadline                        | then                  |
+    |----------|-------------------------------------|---------------------------------|-----------------------|
+    | idle     | it opens; a request's handler ends  | ``IDLE_TIMEOUT_SECONDS`` later  | closed; counted       |
+    |          |                                     |                                 | ``idle_timeout`` only |
+    |          |                                     |                                 | if it never sent data |
+    | reading  | a byte arrives while idle           | ``HEADER_TIMEOUT_SECONDS`` later| closed,               |
+    |          |                                     |                                 | ``header_timeout``    |
+    | handling | the handler starts (``_track``)     | none: handlers are bounded      |                       |
+
+    In every state, a response whose buffered bytes shrink by less than ``SEND_MIN_PROGRESS``
+    in ``SEND_STALL_SECONDS`` (the client stopped reading, or sips) is aborted,
+    ``send_stalled``; while bytes are leaving, an idle connection's deadline moves with them. aiohttp's own keep-alive timer stays on as
+    a backstop, later than ours.
+
+    Parser refusals (a method aiohttp does not know, raw bytes in the request line, a line
+    over ``MAX_LINE_SIZE`` or a header over ``MAX_FIELD_SIZE``, not HTTP at all) come to
+    ``handle_error`` before routing and middlewares; aiohttp would answer them in plain text
+    echoing the request line. They are answered in the same JSON as everything else, without
+    the echo, counted ``bad_request`` or ``line_too_long``, and the connection is closed.
+    """
+
+    __slots__ = ("_registry", "_state", "_since", "_used", "_buffered", "_buffered_since",
+                 "_refused")
+
+    def __init__(self, manager: web.Server, *, registry: _Connections, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._registry = registry
+        self._state = IDLE
+        self._since = 0.0
+        self._used = False  # it sent at least one byte
+        self._buffered = 0
+        self._buffered_since = 0.0
+        self._refused = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._registry.admit(self):
+            self._refused = True
+            self._registry.stats.count("connection_limit")
+            assert isinstance(transport, asyncio.Transport)
+            transport.write(_BUSY)
+            transport.close()
+            return
+        self._since = self._loop.time()
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._refused:
+            return
+        self._registry.remove(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if data:
+            self._used = True
+            if self._state == IDLE:
+                self._state, self._since = READING, self._loop.time()
+        super().data_received(data)
+
+    # -- the request's life (from the _track middleware) -------------------------------------
+    @property
+    def waiting(self) -> bool:
+        """Idle or reading a request, nothing of ours left to send: evictable."""
+        transport = self.transport
+        return (self._state != HANDLING and isinstance(transport, asyncio.WriteTransport)
+                and not transport.get_write_buffer_size())
+
+    @property
+    def waiting_since(self) -> float:
+        return self._since
+
+    def request_started(self) -> None:
+        self._state = HANDLING
+
+    def request_finished(self) -> None:
+        self._state, self._since = IDLE, self._loop.time()
+
+    def check(self, now: float) -> None:
+        """Apply the deadlines of the table above at time ``now`` (the loop's clock)."""
+        transport = self.transport
+        if transport is None or not isinstance(transport, asyncio.WriteTransport):
+            return
+        buffered = transport.get_write_buffer_size()
+        if buffered:
+            # The mark (_buffered at _buffered_since) moves when more was written or enough
+            # has left since; a response that has not left by then is stalled.
+            if (not self._buffered or buffered > self._buffered
+                    or buffered <= self._buffered - SEND_MIN_PROGRESS):
+                self._buffered, self._buffered_since = buffered, now
+            elif now - self._buffered_since >= SEND_STALL_SECONDS:
+                self._registry.stats.count("send_stalled")
+                log.info("http_dropped", reason="send_stalled", buffered=buffered)
+                transport.abort()
+                return
+            if self._state == IDLE:
+                self._since = now  # the last response is still leaving
+            return
+        self._buffered = 0
+        if self._state == IDLE and now - self._since >= IDLE_TIMEOUT_SECONDS:
+            if not self._used:
+                self._registry.stats.count("idle_timeout")
+            self.force_close()
+        elif self._state == READING and now - self._since >= HEADER_TIMEOUT_SECONDS:
+            self._registry.stats.count("header_timeout")
+            self.force_close()
+
+    # -- parser refusals ---------------------------------------------------------------------
     def handle_error(self, request: web.BaseRequest, status: int = 500,
                      exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
@@ -375,25 +607,32 @@ class _JsonErrorHandler(web.RequestHandler):
             log.error("api_internal_error", exc_info=exc)
             resp = _error(500, "internal")
         elif isinstance(exc, http_exceptions.BadHttpMethod):
+            self._registry.stats.count("bad_request")
             resp = _error(405, "method not allowed: use GET or HEAD")
             resp.headers["Allow"] = "GET,HEAD"
         elif isinstance(exc, http_exceptions.LineTooLong):
+            self._registry.stats.count("line_too_long")
             resp = _error(status, "request line or header too long")
         else:
+            self._registry.stats.count("bad_request")
             resp = _error(status, "malformed HTTP request")
         resp.force_close()
         return resp
 
 
 class _Site(web.BaseSite):
-    """A TCP site whose connections use ``_JsonErrorHandler`` (``web.TCPSite`` otherwise)."""
+    """A TCP site whose connections are ``_Connection``s (``web.TCPSite`` otherwise), with
+    the sweep of their deadlines running while it does."""
 
-    __slots__ = ("_host", "_port")
+    __slots__ = ("_host", "_port", "_registry", "_sweeper")
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int) -> None:
+    def __init__(self, runner: web.BaseRunner, host: str, port: int,
+                 registry: _Connections) -> None:
         super().__init__(runner)
         self._host = host
         self._port = port
+        self._registry = registry
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
@@ -404,21 +643,43 @@ class _Site(web.BaseSite):
         loop = asyncio.get_running_loop()
         server = self._runner.server
         assert server is not None  # runner.setup() ran: BaseSite checks it
+        registry = self._registry
         self._server = await loop.create_server(
-            lambda: _JsonErrorHandler(server, loop=loop, max_line_size=MAX_LINE_SIZE),
+            lambda: _Connection(
+                server, loop=loop, registry=registry, max_line_size=MAX_LINE_SIZE,
+                max_field_size=MAX_FIELD_SIZE, max_headers=MAX_HEADERS,
+                lingering_time=LINGER_SECONDS,
+                keepalive_timeout=IDLE_TIMEOUT_SECONDS + HEADER_TIMEOUT_SECONDS + 1),
             self._host, self._port, backlog=self._backlog, reuse_address=True)
+        self._sweeper = loop.create_task(registry.sweep_forever(), name="api-deadlines")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except asyncio.CancelledError:
+                pass
+            self._sweeper = None
+        await super().stop()
 
 
-async def start_api(app: web.Application, host: str = "127.0.0.1",
-                    port: int = 0) -> tuple[web.AppRunner, int]:
+async def start_api(app: web.Application, host: str = "127.0.0.1", port: int = 0, *,
+                    max_connections: int = MAX_CONNECTIONS) -> tuple[web.AppRunner, int]:
     """Serve ``app`` on ``host:port`` (port 0 picks one); returns the runner and bound port.
 
+    The connection limits of ``_Connection`` apply, with ``max_connections`` open at once;
+    refusals are counted in
+    ``app[HTTP_STATISTICS]`` (created here if ``app`` did not come from ``make_app``).
     Stop with ``await runner.cleanup()``. A port in use raises OSError from here.
     """
+    if HTTP_STATISTICS not in app:
+        app[HTTP_STATISTICS] = HttpStatistics()
+    registry = _Connections(app[HTTP_STATISTICS], max_connections)
     runner = web.AppRunner(app)
     await runner.setup()
     try:
-        await _Site(runner, host, port).start()
+        await _Site(runner, host, port, registry).start()
     except BaseException:
         await runner.cleanup()
         raise

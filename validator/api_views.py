@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import sqlite3
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -471,3 +472,37 @@ def epoch_claims(conn: sqlite3.Connection, epoch: int, payout: bytes) -> list[Js
     return [{"index": i, "record": records[i].hex(), "path": [h.hex() for h in path],
              "header_sha256": header_hash.hex(), "record_count": header.record_count}
             for i, path in zip(indexes, merkle_paths(records, indexes))]
+
+
+def public_url(url: str | None) -> str | None:
+    """``url`` as ``scheme://host[:port]/path``: without user, password, query or fragment,
+    where RPC providers put API keys. ``None`` and ``""`` are returned as they are; a URL
+    that does not parse becomes ``"(unparseable)"``, never the original text."""
+    if not url:
+        return url
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return "(unparseable)"
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    netloc = host if port is None else f"{host}:{port}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def redact(text: str | None, url: str | None) -> str | None:
+    """``text`` (an error message, say) with the secrets of ``url`` masked: its password,
+    user name, query values and fragment, wherever they appear (an HTTP library's message
+    may quote the whole URL). Parts shorter than 4 characters are left alone."""
+    if not text or not url:
+        return text
+    try:
+        parts = urllib.parse.urlsplit(url)
+        secrets = [parts.password, parts.username, parts.fragment, parts.query]
+        secrets += [value for _, value in urllib.parse.parse_qsl(parts.query)]
+    except ValueError:
+        return text
+    for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text

@@ -1,7 +1,8 @@
 """A local Solana cluster in one process: LiteSVM state behind Agave's JSON-RPC.
 
 This file owns the *chain*: one `LiteSVM`, the slot clock, the recent-blockhash
-queue, the faucet and the transaction index (statuses, getTransaction records,
+queue, the faucet (with Agave faucet-style caps: per request, and per address and in all
+per window of `AIRDROP_WINDOW_SLOTS`) and the transaction index (statuses, getTransaction records,
 signatures per address). `localchain_rpc` owns the JSON-RPC protocol (envelopes,
 params, JSON shapes); the aiohttp part at the bottom of this file is only a pump
 that hands request bytes to it.
@@ -69,6 +70,14 @@ LAMPORTS_PER_SIGNATURE = 5000
 DEFAULT_SLOT_MS = 400
 DEFAULT_FINALITY_SLOTS = 32  # a root is ~32 slots behind the tip on a real cluster
 FAUCET_LAMPORTS = 500_000_000 * 1_000_000_000  # genesis allocation of the faucet
+LAMPORTS_PER_SOL = 1_000_000_000
+# The faucet's caps, as solana-faucet's --per-request-cap and --per-time-cap (which it
+# applies per address and per requesting IP; here per address and for all requests). The
+# window is counted in slots, so it follows the chain's clock: 60 s at 400 ms slots.
+AIRDROP_MAX_LAMPORTS = 100 * LAMPORTS_PER_SOL  # one request
+AIRDROP_WINDOW_SLOTS = 150
+AIRDROP_MAX_PER_ADDRESS = 200 * LAMPORTS_PER_SOL  # one address, per window
+AIRDROP_MAX_PER_WINDOW = 5_000 * LAMPORTS_PER_SOL  # every address together, per window
 LOOKUP_TABLE_META_SIZE = 56
 
 MEMO_V1_PROGRAM_ID = Pubkey.from_string("Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo")
@@ -96,6 +105,10 @@ COMMITMENT_RANK = {"processed": 0, "confirmed": 1, "finalized": 2}
 
 class LocalChainError(Exception):
     """Root of this module's errors (our side: bad configuration, port in use)."""
+
+
+class AirdropRefused(LocalChainError):
+    """The faucet said no (a cap); the message is solana-faucet's wording for it."""
 
 
 class ListenError(LocalChainError, OSError):
@@ -218,6 +231,9 @@ class LocalChain:
         self._blockhash_height: dict[Hash, int] = {}
         self._records: dict[Signature, TxRecord] = {}
         self._by_address: dict[Pubkey, list[Signature]] = {}
+        self._airdrop_window = -1  # slot // AIRDROP_WINDOW_SLOTS of the counts below
+        self._airdropped: dict[Pubkey, int] = {}  # lamports per address in that window
+        self._airdropped_total = 0
         self._set_clock(now)
         self._remember_blockhash()
 
@@ -458,11 +474,37 @@ class LocalChain:
         """A real transfer from the faucet account, as solana-faucet signs it.
 
         Like on a cluster, an identical request in the same slot is the same
-        transaction: it returns the same signature and pays out once.
+        transaction: it returns the same signature and pays out once (and counts once
+        against the caps). AirdropRefused, before anything is processed, for a request over
+        AIRDROP_MAX_LAMPORTS, or one that would take `to` over AIRDROP_MAX_PER_ADDRESS or
+        the faucet over AIRDROP_MAX_PER_WINDOW in the current window.
         """
         ix = transfer(TransferParams(from_pubkey=self._faucet.pubkey(), to_pubkey=to, lamports=lamports))
         message = Message.new_with_blockhash([ix], self._faucet.pubkey(), self._blockhashes[-1])
-        return self.process(VersionedTransaction(message, [self._faucet])).signature
+        tx = VersionedTransaction(message, [self._faucet])
+        if tx.signatures[0] not in self._records:
+            self._admit_airdrop(to, lamports)
+        processed = self.process(tx)
+        if processed.record is not None and processed.err is None:  # it paid out: count it
+            self._airdropped[to] = self._airdropped.get(to, 0) + lamports
+            self._airdropped_total += lamports
+        return processed.signature
+
+    def _admit_airdrop(self, to: Pubkey, lamports: int) -> None:
+        window = self._slot // AIRDROP_WINDOW_SLOTS
+        if window != self._airdrop_window:  # solana-faucet clears its caches per time slice
+            self._airdrop_window, self._airdropped, self._airdropped_total = window, {}, 0
+        if lamports > AIRDROP_MAX_LAMPORTS:
+            raise AirdropRefused(f"request too large; req: ◎{_sol(lamports)}, "
+                                 f"cap: ◎{_sol(AIRDROP_MAX_LAMPORTS)}")
+        current = self._airdropped.get(to, 0)
+        if current + lamports > AIRDROP_MAX_PER_ADDRESS:
+            raise AirdropRefused(f"limit reached; req: ◎{_sol(lamports)}, to: {to}, current: "
+                                 f"◎{_sol(current)}, cap: ◎{_sol(AIRDROP_MAX_PER_ADDRESS)}")
+        if self._airdropped_total + lamports > AIRDROP_MAX_PER_WINDOW:
+            raise AirdropRefused(f"limit reached; req: ◎{_sol(lamports)}, to: all, current: "
+                                 f"◎{_sol(self._airdropped_total)}, "
+                                 f"cap: ◎{_sol(AIRDROP_MAX_PER_WINDOW)}")
 
     def record(self, sig: Signature) -> TxRecord | None:
         return self._records.get(sig)
@@ -596,6 +638,12 @@ def err_display(err: Any) -> str:
             return f"Transaction contains a duplicate instruction ({value}) that is not allowed"
         return _words(name)
     return str(err)
+
+
+def _sol(lamports: int) -> str:
+    """Lamports as SOL, the way solana-faucet prints them (no trailing zeros)."""
+    whole, frac = divmod(lamports, LAMPORTS_PER_SOL)
+    return f"{whole}.{frac:09d}".rstrip("0").rstrip(".")
 
 
 # -- the asyncio shell ---------------------------------------------------------

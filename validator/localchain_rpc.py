@@ -7,7 +7,12 @@ state; nothing here invents chain data.
 Errors are JSON-RPC error objects, never an exception reaching the pump:
 -32700 unparseable body, -32600 malformed envelope, -32601 unknown method,
 -32602 bad params (Agave's wording where Agave has one), -32002/-32003/-32015/
--32016 Agave's custom errors, -32603 for a bug on our side (logged here).
+-32016 Agave's custom errors, -32603 for a bug on our side (logged here) and, as Agave
+answers it, for an airdrop the faucet refuses (its reason is logged, not sent).
+
+Lengths are checked before anything is decoded: base58 and base64 strings (transactions,
+messages, keys, signatures, memcmp bytes) against Agave's limits, the body (50 KiB) by the
+HTTP pump before it reaches `handle_body`.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from solders.transaction import VersionedTransaction
 from validator.localchain import (
     COMMITMENT_RANK,
     PACKET_DATA_SIZE,
+    AirdropRefused,
     InvalidTransaction,
     LocalChain,
     TxRecord,
@@ -49,6 +55,10 @@ MAX_SIGNATURE_STATUSES = 256
 MAX_SIGNATURES_FOR_ADDRESS = 1000
 MAX_MULTIPLE_ACCOUNTS = 100
 MAX_BASE58_ACCOUNT_BYTES = 128
+# Longest base58 text of a value of this many bytes (Agave: MAX_BASE58_LEN 44 for a pubkey,
+# 88 for a signature); anything longer is WrongSize before it is decoded (base58 decoding
+# is quadratic in the text's length).
+MAX_BASE58_TEXT = {32: 44, 64: 88}
 MAX_PROGRAM_ACCOUNT_FILTERS = 4
 MAX_MEMCMP_BYTES, MAX_MEMCMP_BASE58, MAX_MEMCMP_BASE64 = 128, 175, 172  # Agave's filter limits
 TOKEN_PROGRAM_IDS = (Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"),
@@ -194,8 +204,11 @@ def _bool(value: Any) -> bool:
 
 def _b58_bytes(value: Any, size: int) -> bytes:
     """Agave's verify_pubkey/verify_signature wording: "Invalid param: WrongSize"."""
+    text = _str(value)
+    if len(text) > MAX_BASE58_TEXT[size]:
+        raise invalid_params("Invalid param: WrongSize")
     try:
-        raw = base58.b58decode(_str(value))
+        raw = base58.b58decode(text)
     except ValueError:
         raise invalid_params("Invalid param: Invalid") from None
     if len(raw) != size:
@@ -678,7 +691,11 @@ def request_airdrop(chain: LocalChain, p: Params) -> str:
     pubkey = _pubkey(_arg(p, 0, "an address"))
     lamports = _uint(_arg(p, 1, "lamports"))
     _commitment(_cfg(p, 2))
-    return str(chain.airdrop(pubkey, lamports))
+    try:
+        return str(chain.airdrop(pubkey, lamports))
+    except AirdropRefused as exc:  # Agave: request_airdrop_transaction failed -> internal_error
+        log.info("localchain: airdrop refused: %s", exc)
+        raise RpcError(-32603, "Internal error") from None
 
 
 def _at_commitment(fn: Callable[[LocalChain, str], Any]) -> Callable[[LocalChain, Params], Any]:

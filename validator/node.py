@@ -27,13 +27,14 @@ from proofs.errors import DecodeError
 from proofs.messages import FetchRequest, Message, Observation, Registration, decode_message
 from validator import assignment
 from validator import core as c
+from validator.api_views import public_url, redact
 from validator.bridge import open_asyncio_bridge
 from validator.chain import ChainLedger, ChainPoster, ReportPost
 from validator.config import NodeConfig
 from validator.keys import read_key
 from validator.prober import EpochProber
 from validator.spec import NetworkSpec
-from validator.store import SlashingRefused, Store, StoredFinal
+from validator.store import RegistrationWriter, SlashingRefused, Store, StoredFinal
 
 log = structlog.get_logger("validator")
 
@@ -42,6 +43,8 @@ TICK_SECONDS = 0.25
 FETCH_QUEUE = 1024  # a notice per validator per epoch, each a bundle fetch
 FETCH_WORKERS = 8  # fetches in flight at once: bundles arrive together at each epoch's end
 POST_QUEUE = 64
+REGISTRATION_WRITE_QUEUE = 8192  # registration writes waiting for the writer thread
+REGISTRATION_WRITE_BATCH = 2048  # written in one transaction at most
 MIN_PAYER_LAMPORTS = 100_000_000
 
 
@@ -119,10 +122,14 @@ class Validator:
         self._post_send, self._post_recv = trio.open_memory_channel[int](POST_QUEUE)
         self._ledger = ChainLedger(config.db_path)
         self._status: dict[str, Any] = {}  # replaced whole, never mutated: the API reads it
+        self._http_statistics: Callable[[], dict[str, int]] = dict  # the API's, once it runs
         self._members_by_identity = {v.identity for v in spec.validators}
         self._identity_by_key = {v.signing_key: v.identity for v in spec.validators}
         self._recent_fetches: dict[FetchRequest, float] = {}
         self._more_signatures: dict[int, tuple[tuple[bytes, bytes], ...]] = {}
+        # ("put", (provider, issued_at, data)) / ("drop", hash), for _registration_writes
+        self._registration_send, self._registration_recv = \
+            trio.open_memory_channel[tuple[str, object]](REGISTRATION_WRITE_QUEUE)
         self.throughput_lock = trio.Lock()  # one throughput probe at a time: they share a link
 
     # -- the table of contents ------------------------------------------------------------
@@ -140,6 +147,7 @@ class Validator:
                                                     c.MAX_BYTES[topic])
                 nursery.start_soon(self._gossip_loop, topic, channel)
             nursery.start_soon(self._tick_loop)
+            nursery.start_soon(self._registration_writes)
             nursery.start_soon(self._probe_loop)
             for _ in range(FETCH_WORKERS):
                 nursery.start_soon(self._fetch_loop)
@@ -154,35 +162,46 @@ class Validator:
             task_status.started(self.http_port)
 
     # -- actions --------------------------------------------------------------------------
+    def _store_signatures(self, actions: list[c.Action]) -> list[c.Action]:
+        """Slashing protection first, before any await: each ``SignHeader`` is written to the
+        store, and the core told the outcome; what it answers takes the action's place (on
+        success: publish our signature, maybe a final; on refusal: nothing). The core holds
+        our signature only from ``on_signed_stored`` on, so a refused one can never leave the
+        process (no publish, fetch answer, final report or chain post carries it)."""
+        if not any(isinstance(a, c.SignHeader) for a in actions):
+            return actions
+        out: list[c.Action] = []
+        for action in actions:
+            if not isinstance(action, c.SignHeader):
+                out.append(action)
+                continue
+            try:
+                self.store.record_signed_header(action.epoch, action.header_hash)
+            except SlashingRefused as exc:
+                log.error("slashing_refused", epoch=action.epoch, detail=str(exc))
+                stored = self.store.signed_headers().get(action.epoch)
+                out += self._store_signatures(
+                    self.core.on_signed_refused(action.epoch, action.header_hash, stored))
+                continue
+            log.info("header_signed", epoch=action.epoch, header=action.header_hash.hex()[:16])
+            out += self._store_signatures(
+                self.core.on_signed_stored(action.epoch, action.header_hash, self.now()))
+        return out
+
     async def _act(self, actions: list[c.Action]) -> None:
-        # Slashing protection first, before any await: once the core holds our signature it
-        # can leave the process (a fetch answer, a final report) while this task is parked in
-        # a publish, so the row must already be on disk.
-        refused = set()
-        for action in actions:
-            if isinstance(action, c.SignHeader):
-                try:
-                    self.store.record_signed_header(action.epoch, action.header_hash)
-                except SlashingRefused as exc:
-                    refused.add(action)
-                    self.core.dropped["slashing_refused"] += 1
-                    log.error("slashing_refused", epoch=action.epoch, detail=str(exc))
-        for action in actions:
+        for action in self._store_signatures(actions):
             if isinstance(action, c.Publish):
                 await self._publish(action.topic, action.data)
             elif isinstance(action, c.SaveRegistration):
-                self.store.put_registration(action.registration.provider,
-                                            action.registration.issued_at,
-                                            action.registration.encode())
+                reg = action.registration
+                self._queue_registration_write(("put", (reg.provider, reg.issued_at,
+                                                        reg.encode())))
+            elif isinstance(action, c.DropRegistrations):
+                for digest in action.hashes:
+                    self._queue_registration_write(("drop", digest))
             elif isinstance(action, c.SaveBundle):
                 self.store.put_bundle(action.bundle.epoch, action.bundle.validator,
                                       action.bundle.hash(), action.bundle.encode())
-            elif isinstance(action, c.SignHeader):
-                if action in refused:
-                    continue
-                log.info("header_signed", epoch=action.epoch,
-                         header=action.header_hash.hex()[:16])
-                await self._publish("signatures", action.message.encode())
             elif isinstance(action, c.SaveFinal):
                 self._save_final(action.final, action.new)
             elif isinstance(action, c.SaveEvidence):
@@ -195,6 +214,31 @@ class Validator:
                     self._fetch_send.send_nowait(action.request)
                 except trio.WouldBlock:
                     self.core.dropped["fetch_queue_full"] += 1
+
+    def _queue_registration_write(self, item: tuple[str, object]) -> None:
+        try:
+            self._registration_send.send_nowait(item)
+        except trio.WouldBlock:
+            # The core holds the registration; only its copy on disk is lost (it is gossiped
+            # again, and fetched by hash when a set names it).
+            self.core.dropped["registration_write_queue_full"] += 1
+
+    async def _registration_writes(self) -> None:
+        """Write registrations in batches, in a worker thread on a connection of their own:
+        whatever queued up while the last batch was written goes in one transaction, so a
+        flood of registrations costs the event loop no SQLite work at all."""
+        writer = RegistrationWriter(self.config.db_path)
+        try:
+            async for first in self._registration_recv:
+                batch = [first]
+                while len(batch) < REGISTRATION_WRITE_BATCH:
+                    try:
+                        batch.append(self._registration_recv.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await trio.to_thread.run_sync(writer.write, batch)
+        finally:
+            writer.close()
 
     async def _publish(self, topic: str, data: bytes) -> None:
         assert self.transport is not None
@@ -272,6 +316,7 @@ class Validator:
         dropped = dict(self.core.dropped)
         if transport is not None:
             dropped.update({f"p2p:{k}": v for k, v in transport.statistics().items() if v})
+        dropped.update({f"http:{k}": v for k, v in self._http_statistics().items() if v})
         self._status = {
             "network_id": self.spec.network_id,
             "config_digest": self.spec.config_digest.hex(),
@@ -283,9 +328,10 @@ class Validator:
             "peers": len(transport.connected_peers()) if transport else 0,
             "providers": len(self.core.registrations),
             "last_final_epoch": last_final,
-            "chain": {"rpc_url": self.rpc_url, "pool": self.spec.pool_address or None,
+            "chain": {"rpc_url": public_url(self.rpc_url),
+                      "pool": self.spec.pool_address or None,
                       "last_posted_epoch": self._ledger.last_posted_epoch(),
-                      "last_error": self._ledger.last_error()},
+                      "last_error": redact(self._ledger.last_error(), self.rpc_url)},
             "dropped": dropped,
             # validators this node left out of an epoch's records as inconsistent
             "excluded": {str(epoch): sorted(base58.b58encode(k).decode() for k in keys)
@@ -418,6 +464,12 @@ class Validator:
                 entry = self._ledger.get(epoch)
                 if final is None or (entry is not None and entry.status == "confirmed"):
                     continue
+                successor = self._skipped_by(final)
+                if successor is not None:
+                    # Posting it could win the pool's chain head, and then no report after
+                    # the one that skipped it could ever be accepted.
+                    log.warning("report_orphaned", epoch=epoch, skipped_by=successor)
+                    continue
                 if entry is None:  # first try: let the epoch's first leader go first
                     await self._stagger(epoch)
                 post = ReportPost(epoch=epoch, header=final.header,
@@ -427,6 +479,17 @@ class Validator:
                 event = log.info if outcome.status == "confirmed" else log.warning
                 event("report_posted", epoch=epoch, status=outcome.status, tx=outcome.tx,
                       on_chain=outcome.on_chain, needed=outcome.needed, error=outcome.error)
+
+    def _skipped_by(self, final: StoredFinal) -> int | None:
+        """The epoch of a later final report whose header links past `final` (its
+        prev_header_hash names a report older than `final`), or None. Such a late final is an
+        orphan: the network's chain of reports goes around it, so it is never posted."""
+        epoch_of = {f.header_hash: f.epoch for f in self.store.finals()}
+        for later in self.store.finals():
+            prev = epoch_of.get(later.header[124:156])
+            if later.epoch > final.epoch and prev is not None and prev < final.epoch:
+                return later.epoch
+        return None
 
     async def _rescan_posts(self) -> None:
         """Queue every final report the chain has not accepted yet, oldest first, at start and
@@ -465,8 +528,9 @@ class Validator:
 
     # -- HTTP ----------------------------------------------------------------------------------
     async def _start_api(self, bridge: Any) -> int:
-        from validator.api import make_app, start_api
+        from validator.api import HTTP_STATISTICS, make_app, start_api
 
         app = make_app(self.config.db_path, self.spec, lambda: self._status, rpc_url=self.rpc_url)
+        self._http_statistics = app[HTTP_STATISTICS].statistics
         _, port = await bridge.run(start_api, app, self.config.http_host, self.config.http_port)
         return int(port)

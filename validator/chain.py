@@ -504,6 +504,12 @@ class ChainPoster:
         except (_Terminal, _Retry, PoolClientError, PoolFormatError) as exc:
             self.last_error = f"close_epoch: {exc}"
             return closed
+        except RPCException as exc:  # the RPC away or refusing must not end the node
+            self.last_error = f"close_epoch: {_rpc_text(exc)}"
+            return closed
+        except _TRANSPORT_ERRORS as exc:
+            self.last_error = f"close_epoch: {_rpc_text(exc)}"
+            return closed
         for address, report in reports:
             if not self._closable(report, pool):
                 continue

@@ -131,6 +131,8 @@ class Validator:
         self._registration_send, self._registration_recv = \
             trio.open_memory_channel[tuple[str, object]](REGISTRATION_WRITE_QUEUE)
         self.throughput_lock = trio.Lock()  # one throughput probe at a time: they share a link
+        self._queued_posts: set[int] = set()  # epochs in the post queue: each at most once
+        self._rescan_now = trio.Event()  # set after a post: rescan without waiting an epoch
 
     # -- the table of contents ------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -255,6 +257,7 @@ class Validator:
                          records=len(final.records), header=final.header_hash.hex()[:16])
             try:
                 self._post_send.send_nowait(final.epoch)
+                self._queued_posts.add(final.epoch)
             except trio.WouldBlock:
                 self.core.dropped["post_queue_full"] += 1  # re-queued by the post loop's scan
         else:
@@ -460,6 +463,7 @@ class Validator:
             nursery.start_soon(self._rescan_posts)
             nursery.start_soon(self._close_loop, bridge, poster)
             async for epoch in self._post_recv:
+                self._queued_posts.discard(epoch)
                 final = self.store.final(epoch)
                 entry = self._ledger.get(epoch)
                 if final is None or (entry is not None and entry.status == "confirmed"):
@@ -470,7 +474,10 @@ class Validator:
                     # the one that skipped it could ever be accepted.
                     log.warning("report_orphaned", epoch=epoch, skipped_by=successor)
                     continue
-                if entry is None:  # first try: let the epoch's first leader go first
+                # First try of a fresh final: let the epoch's first leader go first. A backlog
+                # (the RPC was away) is posted in order at once: staggering each old epoch by
+                # rank adds up to (n - 1) x proposal_timeout per epoch.
+                if entry is None and epoch >= self.spec.epoch_at(self.now()) - 2:
                     await self._stagger(epoch)
                 post = ReportPost(epoch=epoch, header=final.header,
                                   signatures=final.signatures,
@@ -479,6 +486,10 @@ class Validator:
                 event = log.info if outcome.status == "confirmed" else log.warning
                 event("report_posted", epoch=epoch, status=outcome.status, tx=outcome.tx,
                       on_chain=outcome.on_chain, needed=outcome.needed, error=outcome.error)
+                if outcome.status == "confirmed":
+                    # The next epoch of a backlog now, not in an epoch. Only on success: a
+                    # predecessor that keeps failing must not turn this into a busy loop.
+                    self._rescan_now.set()
 
     def _skipped_by(self, final: StoredFinal) -> int | None:
         """The epoch of a later final report whose header links past `final` (its
@@ -498,12 +509,16 @@ class Validator:
         while True:
             for final in sorted(self.store.finals(), key=lambda f: f.epoch):
                 entry = self._ledger.get(final.epoch)
-                if entry is None or entry.status != "confirmed":
+                if (entry is None or entry.status != "confirmed") \
+                        and final.epoch not in self._queued_posts:
                     try:
                         self._post_send.send_nowait(final.epoch)
+                        self._queued_posts.add(final.epoch)
                     except trio.WouldBlock:
                         break
-            await trio.sleep(self.spec.epoch_seconds)
+            with trio.move_on_after(self.spec.epoch_seconds):
+                await self._rescan_now.wait()
+            self._rescan_now = trio.Event()
 
     async def _close_loop(self, bridge: Any, poster: ChainPoster) -> None:
         """Once per epoch, the epoch's first leader closes what may close on chain (claim
@@ -511,6 +526,8 @@ class Validator:
         while True:
             await trio.sleep(self.spec.epoch_seconds)
             epoch = self.spec.epoch_at(self.now())
+            if epoch < 0:  # before genesis: no leader order (struct.error in epoch_seed)
+                continue
             order = list(assignment.leader_order(self.spec, self.core.epoch_seed(epoch)))
             if order and order[0] == self.core.me:
                 closed = await bridge.run(poster.close_finished)

@@ -7,7 +7,7 @@ LiteSVM's `add_program`) accepts. It exists because no linker on these machines 
 relocations that SBPF syscalls need (`unknown relocation (10) against symbol sol_log_`), and
 the Solana platform tools cannot be installed.
 
-What it does (see /work/shared/notes/solana-c-program.md for what was measured):
+What it does (the loader facts it relies on are in programs/pool/README.md and docs/design.md):
 - every executable input section goes, in section order, into one output `.text`; every
   read-only allocated section (`.rodata`, `.rodata.str1.1`, `.rodata.cst16`, ...) into one
   output `.rodata`; each allocated output section has `sh_addr == sh_offset`, and the VM

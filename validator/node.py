@@ -495,8 +495,9 @@ class Validator:
         """The epoch of a later final report whose header links past `final` (its
         prev_header_hash names a report older than `final`), or None. Such a late final is an
         orphan: the network's chain of reports goes around it, so it is never posted."""
-        epoch_of = {f.header_hash: f.epoch for f in self.store.finals()}
-        for later in self.store.finals():
+        finals = self.store.finals()  # once: each carries its records
+        epoch_of = {f.header_hash: f.epoch for f in finals}
+        for later in finals:
             prev = epoch_of.get(later.header[124:156])
             if later.epoch > final.epoch and prev is not None and prev < final.epoch:
                 return later.epoch

@@ -127,17 +127,14 @@ def write_network(args: argparse.Namespace) -> Path:
     pool = {key: load_or_create_key(d / "pool" / f"{key}.key") for key in ("authority", "pool")}
     from solders.keypair import Keypair
 
+    from validator.devnet import small_network_timing
+
     epoch = args.epoch_seconds
     n = len(entries)
     spec = {
         "network_id": args.network_id or f"bwpool-compose-{int(time.time())}",
         "genesis_time": int(time.time()) + args.genesis_delay,
-        "epoch_seconds": epoch,
-        "round_seconds": max(2, epoch // 8),
-        "collect_seconds": max(2, epoch // 8),
-        "proposal_timeout_seconds": max(3, epoch // 6),
-        "committee_size": min(3, n) if n < 5 else 5,
-        "min_regions": min(3, n),
+        **small_network_timing(epoch, n),
         "rpc_url": args.rpc_url,
         "pool_address": str(Keypair.from_seed(pool["pool"]).pubkey()),
         "pool_program_id": args.program_id,

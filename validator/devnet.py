@@ -97,6 +97,18 @@ def _validator_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "validator.cli", *args]
 
 
+def small_network_timing(epoch_seconds: int, n: int) -> dict[str, int]:
+    """Spec timing and committee fields for a small test network of `n` validators."""
+    return {
+        "epoch_seconds": epoch_seconds,
+        "round_seconds": max(2, epoch_seconds // 8),
+        "collect_seconds": max(2, epoch_seconds // 8),
+        "proposal_timeout_seconds": max(3, epoch_seconds // 6),
+        "committee_size": min(3, n) if n < 5 else 5,
+        "min_regions": min(3, n),
+    }
+
+
 def write_network(options: DevnetOptions) -> Path:
     d = options.data_dir
     if d.exists() and any(d.iterdir()):
@@ -129,12 +141,7 @@ def write_network(options: DevnetOptions) -> Path:
     spec = {
         "network_id": f"devnet-{os.getpid()}-{int(time.time())}",
         "genesis_time": int(time.time()) + options.genesis_delay,
-        "epoch_seconds": epoch,
-        "round_seconds": max(2, epoch // 8),
-        "collect_seconds": max(2, epoch // 8),
-        "proposal_timeout_seconds": max(3, epoch // 6),
-        "committee_size": min(3, n) if n < 5 else 5,
-        "min_regions": min(3, n),
+        **small_network_timing(epoch, n),
         "rpc_url": rpc_url,
         "pool_address": str(pool_keys["pool"].pubkey()),
         "pool_program_id": str(pool_keys["program"].pubkey()),

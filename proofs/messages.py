@@ -27,6 +27,11 @@ TAG_FETCH = 6
 TAG_BUNDLE_NOTICE = 7
 TAG_PROVIDER_SET = 8
 TAG_NOTICE_LIST = 9
+TAG_VOTE = 10
+
+PREVOTE = 1  # agreement votes (validator.agreement): neither is the signature that counts
+PRECOMMIT = 2
+VOTE_KINDS = {PREVOTE: "prevote", PRECOMMIT: "precommit"}
 
 MAX_TEXT = 256
 MAX_ENTRIES = 20_000  # observations per bundle: providers one validator measures per epoch
@@ -38,7 +43,9 @@ MAX_REGISTRATION_BYTES = 1_024
 # provider, heartbeats sent and ok, rtt median and min, down and up kbps (u32), flags (u16)
 OBSERVATION = struct.Struct("<32sIIIIIIH")
 MAX_BUNDLE_BYTES = 256 + MAX_ENTRIES * OBSERVATION.size
-MAX_PROPOSAL_BYTES = 512 + (MAX_BUNDLES + MAX_PROVIDERS) * 35
+# A proposal may carry the polka it re-proposes: one (voter, signature) pair per prevote.
+MAX_PROPOSAL_BYTES = 512 + (MAX_BUNDLES + MAX_PROVIDERS) * 35 + MAX_BUNDLES * 101
+MAX_VOTE_BYTES = 256
 # A signature carries the header it signs (so its epoch and digest are covered by it).
 MAX_SIGNATURE_BYTES = 512
 MAX_NOTICE_BYTES = 256
@@ -49,7 +56,7 @@ MAX_FINAL_BYTES = 512 + MAX_BUNDLES * 100 + MAX_PROVIDERS * 35 + MAX_RECORDS * (
 # What the gossip topics carry: proposals without a provider set, finals without records or a
 # provider set (``decode_message(bare=True)`` refuses both). A pair (signer, signature) packs
 # to 101 bytes, a hash to 35.
-MAX_GOSSIP_PROPOSAL_BYTES = 512 + MAX_BUNDLES * 35
+MAX_GOSSIP_PROPOSAL_BYTES = 512 + MAX_BUNDLES * (35 + 101)
 MAX_GOSSIP_FINAL_BYTES = 512 + MAX_BUNDLES * 101
 
 
@@ -282,10 +289,16 @@ class Proposal:
     # their merkle root is the header's providers_root. Leaders leave it empty: validators
     # that compute the same root need nothing, the others fetch the set by its root.
     provider_set: tuple[bytes, ...] = ()
+    # A re-proposal of a header that had a polka (``threshold`` prevotes) in attempt
+    # ``pol_round`` (-1: a fresh proposal), with those prevotes as (voter, signature) pairs,
+    # sorted by voter: what lets a validator locked in an earlier attempt vote for it.
+    pol_round: int = -1
+    pol: tuple[tuple[bytes, bytes], ...] = ()
 
     def _fields(self) -> list[Any]:
         return [TAG_PROPOSAL, self.config_digest, self.epoch, self.attempt, self.leader,
-                list(self.bundle_hashes), self.header, list(self.provider_set)]
+                list(self.bundle_hashes), self.header, list(self.provider_set),
+                self.pol_round + 1, [list(p) for p in self.pol]]
 
     def signed_by(self, seed: bytes) -> "Proposal":
         sig = signing.sign(seed, signing.DOMAIN_PROPOSAL, pack(self._fields()))
@@ -294,6 +307,37 @@ class Proposal:
     def verify(self) -> None:
         signing.verify(self.leader, signing.DOMAIN_PROPOSAL, pack(self._fields()),
                        self.signature)
+
+    def encode(self) -> bytes:
+        return pack(self._fields() + [self.signature])
+
+
+@dataclass(frozen=True)
+class Vote:
+    """A validator's prevote or precommit for a header (by hash) in one attempt of an
+    epoch's agreement (``validator.agreement``). Domain-separated and never sent to the
+    chain: the signature that counts is ``ReportSignature``, given only once a header is
+    decided. The signed fields bind digest, epoch, attempt and kind, so a vote cannot be
+    relabelled into evidence for another slot."""
+
+    config_digest: bytes
+    epoch: int
+    round: int
+    kind: int  # PREVOTE or PRECOMMIT
+    header_hash: bytes
+    voter: bytes
+    signature: bytes = b""
+
+    def _fields(self) -> list[Any]:
+        return [TAG_VOTE, self.config_digest, self.epoch, self.round, self.kind,
+                self.header_hash, self.voter]
+
+    def signed_by(self, seed: bytes) -> "Vote":
+        return _replace_signature(self, signing.sign(seed, signing.DOMAIN_VOTE,
+                                                     pack(self._fields())))
+
+    def verify(self) -> None:
+        signing.verify(self.voter, signing.DOMAIN_VOTE, pack(self._fields()), self.signature)
 
     def encode(self) -> bytes:
         return pack(self._fields() + [self.signature])
@@ -373,7 +417,7 @@ FETCH_KINDS = ("bundle", "final", "registration", "provider_set", "notices")
 
 
 Message = Union[Registration, MeasurementBundle, BundleNotice, Proposal, ReportSignature,
-                FinalReport, FetchRequest, ProviderSet, NoticeList]
+                FinalReport, FetchRequest, ProviderSet, NoticeList, Vote]
 
 
 def beacon_alpha(config_digest: bytes, epoch: int) -> bytes:
@@ -409,7 +453,7 @@ def _refuse_carried(items: list[Any]) -> None:
             raise DecodeError("carries_records")
         if items[4] != []:
             raise DecodeError("carries_provider_set")
-    elif items[0] == TAG_PROPOSAL and len(items) == 9 and items[7] != []:
+    elif items[0] == TAG_PROPOSAL and len(items) == 11 and items[7] != []:
         raise DecodeError("carries_provider_set")
 
 
@@ -448,8 +492,14 @@ def decode_message(data: bytes, max_bytes: int = MAX_FINAL_BYTES, *,
             raise DecodeError("malformed", "bundle hashes not sorted and distinct")
         header = r.fixed_bytes(HEADER_SIZE)
         provider_set = _sorted_hashes(r, MAX_PROVIDERS, "provider set")
+        pol_round = r.uint(U32_MAX) - 1
+        pol = r.list_of(MAX_BUNDLES, _pair)
+        if [v for v, _ in pol] != sorted({v for v, _ in pol}):
+            raise DecodeError("malformed", "polka voters not sorted and distinct")
+        if (pol_round < 0) != (not pol) or pol_round >= attempt:
+            raise DecodeError("malformed", "polka round")
         message = Proposal(digest, epoch, attempt, leader, hashes, header, r.fixed_bytes(64),
-                           provider_set)
+                           provider_set, pol_round, pol)
     elif tag == TAG_SIGNATURE:
         header = r.fixed_bytes(HEADER_SIZE)
         ReportHeader.from_bytes(header)  # DecodeError unless a well-formed header
@@ -469,6 +519,13 @@ def decode_message(data: bytes, max_bytes: int = MAX_FINAL_BYTES, *,
         message = ProviderSet(_sorted_hashes(r, MAX_PROVIDERS, "provider set"))
     elif tag == TAG_NOTICE_LIST:
         message = NoticeList(r.list_of(MAX_BUNDLES, _notice))
+    elif tag == TAG_VOTE:
+        digest, epoch, round_, kind = (r.fixed_bytes(32), r.uint(), r.uint(U32_MAX),
+                                       r.uint(255))
+        if kind not in VOTE_KINDS:
+            raise DecodeError("malformed", "vote kind")
+        message = Vote(digest, epoch, round_, kind, r.fixed_bytes(32), r.fixed_bytes(32),
+                       r.fixed_bytes(64))
     elif tag == TAG_FETCH:
         kind = r.text(16)
         if kind not in FETCH_KINDS:

@@ -18,7 +18,8 @@ from proofs.errors import BadSignature
 DOMAIN_REGISTRATION = b"bwpool/registration/1"
 DOMAIN_BUNDLE = b"bwpool/bundle/1"
 DOMAIN_BUNDLE_NOTICE = b"bwpool/bundle-notice/1"
-DOMAIN_PROPOSAL = b"bwpool/proposal/1"
+DOMAIN_PROPOSAL = b"bwpool/proposal/2"
+DOMAIN_VOTE = b"bwpool/vote/1"
 DOMAIN_HEARTBEAT = b"bwpool/hb/1"
 DOMAIN_UPLOAD = b"bwpool/upload/1"
 

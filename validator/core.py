@@ -42,27 +42,28 @@ from proofs.errors import BadSignature, DecodeError
 from proofs.messages import (
     MAX_BUNDLE_BYTES, MAX_FINAL_BYTES, MAX_GOSSIP_FINAL_BYTES, MAX_GOSSIP_PROPOSAL_BYTES,
     MAX_NOTICE_BYTES, MAX_NOTICE_LIST_BYTES, MAX_PROVIDER_SET_BYTES, MAX_REGISTRATION_BYTES,
-    MAX_SIGNATURE_BYTES, BundleNotice, FetchRequest, FinalReport, MeasurementBundle, Message,
-    NoticeList, Observation, Proposal, ProviderSet, Registration, ReportSignature,
-    decode_message,
+    MAX_SIGNATURE_BYTES, MAX_VOTE_BYTES, PRECOMMIT, PREVOTE, BundleNotice, FetchRequest,
+    FinalReport, MeasurementBundle, Message, NoticeList, Observation, Proposal, ProviderSet,
+    Registration, ReportSignature, Vote, decode_message,
 )
 from proofs.report import HEADER_SIZE, Record, ReportHeader
 from proofs.signing import public_key, sha256, sign_raw, verify_raw
 from proofs.vrf import InvalidProof
 from validator import assignment
+from validator.agreement import EpochAgreement, Equivocation
 from validator.registry import Registry, registration_hash
 from validator.spec import NetworkSpec
 from validator.store import StoredFinal
 
-TOPICS = ("registrations", "bundles", "proposals", "signatures", "finals")
+TOPICS = ("registrations", "bundles", "proposals", "votes", "signatures", "finals")
 # Per topic, checked by the transport before the topic validator and by ``check`` before
 # decoding; ``ValidatorCore`` tightens proposals and finals to the spec's n.
 MAX_BYTES = {"registrations": MAX_REGISTRATION_BYTES, "bundles": MAX_NOTICE_BYTES,
              "proposals": MAX_GOSSIP_PROPOSAL_BYTES, "signatures": MAX_SIGNATURE_BYTES,
-             "finals": MAX_GOSSIP_FINAL_BYTES}
+             "finals": MAX_GOSSIP_FINAL_BYTES, "votes": MAX_VOTE_BYTES}
 EXPECTED: dict[str, type] = {
     "registrations": Registration, "bundles": BundleNotice, "proposals": Proposal,
-    "signatures": ReportSignature, "finals": FinalReport}
+    "signatures": ReportSignature, "finals": FinalReport, "votes": Vote}
 # What a fetch answer of each kind must be, and its size limit; counted as "fetch_<kind>:..."
 FETCHED: dict[str, tuple[int, type]] = {
     "bundle": (MAX_BUNDLE_BYTES, MeasurementBundle),
@@ -110,6 +111,15 @@ class SignHeader:
 
 
 @dataclass(frozen=True)
+class CastVote:
+    """Persist our vote (one per epoch, attempt and kind), then tell the core:
+    ``on_vote_stored`` (the core then counts and publishes it) or ``on_vote_refused`` (the
+    store holds another vote for that slot)."""
+
+    vote: Vote
+
+
+@dataclass(frozen=True)
 class DropRegistrations:
     """Registration versions no provider set needs any more: delete them from the store."""
 
@@ -136,8 +146,8 @@ class Fetch:
     request: FetchRequest
 
 
-Action = Union[Publish, SaveRegistration, SaveBundle, SignHeader, SaveFinal, SaveEvidence,
-               Fetch, DropRegistrations]
+Action = Union[Publish, SaveRegistration, SaveBundle, SignHeader, CastVote, SaveFinal,
+               SaveEvidence, Fetch, DropRegistrations]
 
 
 @dataclass
@@ -170,6 +180,11 @@ class _EpochState:
     # validator -> bundle hash we held when we first judged a proposal for this epoch
     held_at_cutoff: dict[bytes, bytes] | None = None
     proposers: dict[bytes, bytes] = field(default_factory=dict)  # header hash -> leader
+    agreement: EpochAgreement | None = None  # set by ValidatorCore._state
+    # attempt -> (header hash, polka round) of that attempt's proposal, once verified
+    prevotable: dict[int, tuple[bytes, int]] = field(default_factory=dict)
+    cast: set[tuple[int, int]] = field(default_factory=set)  # (kind, attempt) we voted in
+    computed: dict[bytes, ReportHeader] = field(default_factory=dict)  # what we sign from
 
 
 class ValidatorCore:
@@ -209,7 +224,7 @@ class ValidatorCore:
         self._published: set[int] = set()
         self._resynced: dict[int, float] = {}  # epoch -> when we last asked for notices
         n = spec.n
-        self._max_bytes = dict(MAX_BYTES, proposals=min(MAX_BYTES["proposals"], 512 + 35 * n),
+        self._max_bytes = dict(MAX_BYTES, proposals=min(MAX_BYTES["proposals"], 512 + (35 + 101) * n),
                                finals=min(MAX_BYTES["finals"], 512 + HEADER_SIZE + 101 * n))
         self._unknown_registrations_limit = (spec.registration.max_new_per_epoch
                                              + UNKNOWN_REGISTRATIONS_SLACK)
@@ -218,7 +233,9 @@ class ValidatorCore:
 
     # -- restore from the store at start ------------------------------------------------
     def restore(self, registrations: Iterable[bytes], bundles: Iterable[bytes],
-                finals: Iterable[StoredFinal], signed: dict[int, bytes]) -> None:
+                finals: Iterable[StoredFinal], signed: dict[int, bytes],
+                votes: Iterable[bytes] = ()) -> None:
+        """What the store holds; ``votes`` are our own (the lock comes back with them)."""
         for raw in registrations:
             msg = decode_message(raw)
             assert isinstance(msg, Registration)
@@ -231,6 +248,12 @@ class ValidatorCore:
             self.finals[final.epoch] = final
             self._finals_changes += 1
         self.signed.update(signed)
+        for raw in votes:
+            vote = decode_message(raw)
+            assert isinstance(vote, Vote) and vote.voter == self.me
+            state = self._state(vote.epoch)
+            self._agreement(vote.epoch).add(vote)
+            state.cast.add((vote.kind, vote.round))
         self._published.update(e for e, st in self._epochs.items() if self.me in st.bundles)
 
     # -- views used by the shell and the HTTP status ------------------------------------
@@ -432,7 +455,8 @@ class ValidatorCore:
             if msg.config_digest != self.spec.config_digest:
                 return "wrong_network"
             signer = msg.validator if isinstance(msg, (MeasurementBundle, BundleNotice)) else (
-                msg.leader if isinstance(msg, Proposal) else msg.signer)
+                msg.leader if isinstance(msg, Proposal) else
+                msg.voter if isinstance(msg, Vote) else msg.signer)
             if self.spec.member(signer) is None:
                 return "not_member"
             if gossip and self._known_equivocation(msg):
@@ -523,6 +547,8 @@ class ValidatorCore:
             return self._on_proposal(msg, now)
         if isinstance(msg, ReportSignature):
             return self._on_signature(msg, now)
+        if isinstance(msg, Vote):
+            return self._on_vote(msg, now)
         self.dropped["unexpected_message"] += 1
         return []
 
@@ -544,7 +570,16 @@ class ValidatorCore:
             self._first_now = now
 
     def _state(self, epoch: int) -> _EpochState:
-        return self._epochs.setdefault(epoch, _EpochState())
+        state = self._epochs.get(epoch)
+        if state is None:
+            state = self._epochs[epoch] = _EpochState(
+                agreement=EpochAgreement(self.me, self.spec.threshold))
+        return state
+
+    def _agreement(self, epoch: int) -> EpochAgreement:
+        agreement = self._state(epoch).agreement
+        assert agreement is not None
+        return agreement
 
     def _add_bundle(self, bundle: MeasurementBundle) -> list[Action]:
         state = self._state(bundle.epoch)
@@ -735,8 +770,12 @@ class ValidatorCore:
             # second, different proposal for one attempt is evidence against its leader.
             state.proposed.add(attempt)
             return []
+        repropose = self._repropose(epoch, attempt, now)
+        if repropose is not None:
+            return repropose
         if epoch in self._signed_sets:
-            # Locked on what we signed: propose the same sets, so the same header can finish.
+            # Signed (so decided) without a polka to show: propose the same sets, so the
+            # same header can finish.
             hashes, provider_set = self._signed_sets[epoch]
             bundles = [self._bundle_by_hash[h] for h in hashes if h in self._bundle_by_hash]
             if len(bundles) != len(hashes):
@@ -758,6 +797,46 @@ class ValidatorCore:
                             header.to_bytes()).signed_by(self._seed)
         return [Publish("proposals", proposal.encode())] + self._on_proposal(proposal, now)
 
+    def _repropose(self, epoch: int, attempt: int, now: float) -> list[Action] | None:
+        """The header of the latest polka we saw, with that polka: the only proposal that
+        validators locked on it, or locked before it, can all vote for (Tendermint's valid
+        value)."""
+        state = self._state(epoch)
+        valid = self._agreement(epoch).valid
+        if valid is None or valid.header_hash not in state.headers or valid.round >= attempt:
+            return None
+        polka = self._agreement(epoch).polka(valid.round, valid.header_hash)
+        if polka is None:
+            return None
+        header, hashes, provider_set = state.headers[valid.header_hash]
+        state.proposed.add(attempt)
+        proposal = Proposal(self.spec.config_digest, epoch, attempt, self.me, hashes, header,
+                            pol_round=valid.round,
+                            pol=tuple((v.voter, v.signature) for v in polka)
+                            ).signed_by(self._seed)
+        return [Publish("proposals", proposal.encode())] + self._on_proposal(proposal, now)
+
+    def _check_polka(self, proposal: Proposal) -> str | None:
+        """A re-proposal's polka: ``threshold`` members' prevotes for its header in its
+        ``pol_round``, each signature checked (they also count as prevotes we saw)."""
+        if len(proposal.pol) < self.spec.threshold:
+            return "short_polka"
+        header_hash = sha256(proposal.header)
+        votes = [Vote(self.spec.config_digest, proposal.epoch, proposal.pol_round, PREVOTE,
+                      header_hash, voter, signature) for voter, signature in proposal.pol]
+        for vote in votes:
+            if self.spec.member(vote.voter) is None:
+                return "polka_not_member"
+            try:
+                vote.verify()
+            except BadSignature:
+                return "bad_polka"
+        agreement = self._agreement(proposal.epoch)
+        for vote in votes:
+            if vote.voter != self.me:
+                agreement.add(vote)  # equivocation among them is caught when gossiped
+        return None
+
     def _on_proposal(self, proposal: Proposal, now: float) -> list[Action]:
         """Cheap checks first; one proposal per (leader, attempt): a second, different one
         is evidence against its leader and is never evaluated."""
@@ -777,6 +856,11 @@ class ValidatorCore:
         state = self._state(epoch)
         slot = (proposal.leader, proposal.attempt)
         taken = state.proposals.get(slot)
+        if taken is None and proposal.pol_round >= 0:
+            problem = self._check_polka(proposal)
+            if problem is not None:
+                self.dropped[f"proposal_{problem}"] += 1
+                return []
         if taken is not None:
             if taken == proposal:
                 return []  # our own proposal coming back, or a re-delivery
@@ -811,7 +895,9 @@ class ValidatorCore:
         named = set(proposal.bundle_hashes)
         omitted = [h for v, h in state.held_at_cutoff.items()
                    if v not in state.equivocators and h not in named]
-        if omitted:
+        # A re-proposal carries a polka: threshold prevotes, so f + 1 honest validators
+        # checked this rule for it already.
+        if omitted and proposal.pol_round < 0:
             self.dropped["proposal_omits_held_bundles"] += 1
             return []
         missing = [h for h in proposal.bundle_hashes if h not in self._bundle_by_hash]
@@ -866,19 +952,99 @@ class ValidatorCore:
         self._remember_provider_set(provider_set)
         state.headers[header_hash] = (proposal.header, proposal.bundle_hashes, provider_set)
         state.proposers.setdefault(header_hash, proposal.leader)
+        state.prevotable[proposal.attempt] = (header_hash, proposal.pol_round)
+        state.computed[header_hash] = header
+        return self._agree(epoch, now) + self._maybe_finalize(epoch, header_hash)
+
+    # -- agreement (validator.agreement): votes before the signature that counts ---------
+    def _round(self, epoch: int, now: float) -> int:
+        """The attempt under way at ``now`` (-1 before the first)."""
+        start = self.attempt_start(epoch, 0)
+        if now < start:
+            return -1
+        return int((now - start) // self.spec.proposal_timeout_seconds)
+
+    def _agree(self, epoch: int, now: float) -> list[Action]:
+        """Cast what the rules allow now: a prevote for this attempt's verified proposal, a
+        precommit on this attempt's polka; sign a decided header."""
+        state = self._state(epoch)
+        agreement = self._agreement(epoch)
         actions: list[Action] = []
+        for header_hash, round_ in agreement.polkas():
+            if header_hash in state.headers:
+                agreement.saw_polka(header_hash, round_)
+        if agreement.decided is None:
+            for header_hash, _ in agreement.commits():
+                if header_hash in state.headers:
+                    agreement.decided = header_hash
+                    actions += self._sign_decided(epoch, header_hash)
+                    break
+        if epoch in self.finals:
+            return actions
+        round_ = self._round(epoch, now)
+        if round_ < 0:
+            return actions
+        prevotable = state.prevotable.get(round_)
+        if (prevotable is not None and (PREVOTE, round_) not in state.cast
+                and agreement.may_prevote(*prevotable)):
+            actions += self._cast(epoch, round_, PREVOTE, prevotable[0])
+        if (PRECOMMIT, round_) not in state.cast:
+            for header_hash, polka_round in agreement.polkas():
+                if polka_round == round_ and header_hash in state.headers:
+                    actions += self._cast(epoch, round_, PRECOMMIT, header_hash)
+                    break
+        return actions
+
+    def _cast(self, epoch: int, round_: int, kind: int, header_hash: bytes) -> list[Action]:
+        self._state(epoch).cast.add((kind, round_))
+        vote = Vote(self.spec.config_digest, epoch, round_, kind, header_hash,
+                    self.me).signed_by(self._seed)
+        return [CastVote(vote)]
+
+    def on_vote_stored(self, vote: Vote, now: float) -> list[Action]:
+        """The store holds our ``vote`` (one per slot): count it, publish it, act on it."""
+        if vote.voter != self.me or (vote.kind, vote.round) not in self._state(vote.epoch).cast:
+            raise ValueError(f"no vote of ours waits for epoch {vote.epoch} attempt "
+                             f"{vote.round}")
+        self._agreement(vote.epoch).add(vote)
+        return [Publish("votes", vote.encode())] + self._agree(vote.epoch, now)
+
+    def on_vote_refused(self, vote: Vote) -> list[Action]:
+        """The store holds another vote of ours for this slot (another process on the same
+        file): ours is discarded, and we cast nothing else in it."""
+        self.dropped["vote_refused"] += 1
+        return []
+
+    def _on_vote(self, vote: Vote, now: float) -> list[Action]:
+        if vote.voter == self.me:
+            return []  # ours coming back (or a replay of it): the store has what we cast
+        if vote.round > self._round(vote.epoch, now) + 1:
+            self.dropped["vote_future_round"] += 1
+            return []
+        added = self._agreement(vote.epoch).add(vote)
+        if isinstance(added, Equivocation):
+            self.dropped["vote_equivocation"] += 1
+            return [SaveEvidence("vote", vote.epoch, vote.voter, added.first.encode(),
+                                 added.second.encode())]
+        if not added:
+            self.dropped["duplicate_vote"] += 1
+            return []
+        return self._agree(vote.epoch, now)
+
+    def _sign_decided(self, epoch: int, header_hash: bytes) -> list[Action]:
+        """Sign the decided header: the shell stores it first (SignHeader), then tells us
+        (on_signed_stored); only then is it counted, published or served."""
         pending = self._signing.get(epoch)
         signed = self.signed.get(epoch, pending[0].header_hash if pending else None)
-        if signed is None:
-            # Signed, but not ours yet: the shell stores it first (SignHeader), then tells
-            # us (on_signed_stored); only then is it counted, published or served.
-            self._signing[epoch] = (self._sign_header(header), proposal.bundle_hashes,
-                                    provider_set)
-            actions.append(SignHeader(epoch, header_hash, self._signing[epoch][0]))
-        elif signed != header_hash:
-            self.dropped["already_signed_other_header"] += 1
-        actions += self._maybe_finalize(epoch, header_hash)
-        return actions
+        if signed is not None:
+            if signed != header_hash:
+                self.dropped["already_signed_other_header"] += 1
+            return []
+        state = self._state(epoch)
+        header = state.computed[header_hash]  # recomputed by us, never a peer's bytes
+        _, hashes, provider_set = state.headers[header_hash]
+        self._signing[epoch] = (self._sign_header(header), hashes, provider_set)
+        return [SignHeader(epoch, header_hash, self._signing[epoch][0])]
 
     def _sign_header(self, header: ReportHeader) -> ReportSignature:
         """The one place the report key signs raw bytes: sha256 of a header we computed."""
@@ -1060,6 +1226,7 @@ class ValidatorCore:
             if epoch not in self.finals:
                 actions += self._maybe_propose(epoch, now)
                 actions += self._retry_pending(epoch, now)
+                actions += self._agree(epoch, now)
                 actions += self._maybe_resync(epoch, now)
         self._forget_before(current - 2 * WINDOW_EPOCHS)
         if current != self._pruned_at:

@@ -52,6 +52,9 @@ def test_a_refused_signature_is_never_counted_published_or_served() -> None:
 
 
 def test_a_signature_waits_for_the_store_and_is_signed_once() -> None:
+    """The decided header's SignHeader waits for a slow store: until it answers, nothing of
+    ours is counted, a second decision (more precommits, a re-evaluated proposal, ticks)
+    signs nothing more, and the store's answer is taken once."""
     cluster = cluster_of()
     spec = cluster.spec
     core = cluster.cores[0]
@@ -60,14 +63,17 @@ def test_a_signature_waits_for_the_store_and_is_signed_once() -> None:
         obs = [honest(i, 0, r) for r in c.assignment(0)]
         cluster.deliver(i, c.bundle_ready(0, obs, end), end)
     leader = next(i for i, c in enumerate(cluster.cores) if c.me == core.leader(0, 0))
+    cluster.slow_store = {leader}
     at = core.attempt_start(0, 0)
     actions = cluster.cores[leader].on_tick(at)
-    [sign] = [a for a in actions if isinstance(a, SignHeader)]
-    pending = cluster.cores[leader]
-    assert 0 not in pending.signed and not pending._epochs[0].votes  # not ours yet
     [proposal] = [decode_message(a.data) for a in actions
                   if isinstance(a, Publish) and a.topic == "proposals"]
     assert isinstance(proposal, Proposal)
+    cluster.deliver(leader, actions, at)  # prevotes, precommits: the header is decided
+    [(_, sign)] = cluster.held_signatures
+    pending = cluster.cores[leader]
+    assert 0 not in pending.signed and not pending._epochs[0].votes.get(pending.me)
+    assert pending.me not in dict(pending.finals[0].signatures)  # final without ours
     again = pending._evaluate(proposal, at + 0.25)  # evaluated again while the store works
     assert not any(isinstance(a, SignHeader) for a in again + pending.on_tick(at + 0.5))
     with pytest.raises(ValueError):

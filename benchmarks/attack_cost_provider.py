@@ -57,9 +57,10 @@ from p2p.abc import Transport  # noqa: E402
 from p2p.host import open_libp2p_host  # noqa: E402
 from proofs import probe as wire  # noqa: E402
 from proofs.challenges import SEED_SIZE  # noqa: E402
+from tests.adversarial.devnet_attacker import call  # noqa: E402
 from tests.factories import make_spec, seed_for, with_prober  # noqa: E402
 from validator.data_policy import DataPolicy  # noqa: E402
-from validator.prober import (Control, ProbeTarget, discover_target,  # noqa: E402
+from validator.prober import (ProbeTarget, discover_target,  # noqa: E402
                               probe_provider)
 from validator.provider import MAX_DATA_CONNECTIONS  # noqa: E402
 from validator.spec import NetworkSpec, ProbeParams, load_spec  # noqa: E402
@@ -193,22 +194,12 @@ async def held_sockets(ports: Ports, target: ProbeTarget, counter: Counter,
             nursery.start_soon(keep_one_open)
 
 
-async def _ask(host: Transport, target: ProbeTarget, request: wire.Request) -> wire.Response:
-    with trio.fail_after(10):
-        control = await Control.open(host, target)
-        try:
-            await control.stream.write_frame(request.encode())
-            return wire.decode_response(await control.stream.read_frame(wire.MAX_RESPONSE_BYTES))
-        finally:
-            await control.aclose()
-
-
 async def session_exhaustion(ports: Ports, target: ProbeTarget, counter: Counter,
                              member: Transport) -> None:
     async def worker() -> None:
         while True:
             async with open_libp2p_host(secrets.token_bytes(32), LOCAL) as host:
-                reply = await _ask(host, proxied(target, ports), wire.UpRequest(
+                reply = await call(host, proxied(target, ports), wire.UpRequest(
                     30_000, secrets.token_bytes(wire.TOKEN_SIZE)))
                 refused(counter, reply)
 
@@ -245,7 +236,7 @@ async def outsider_pulls(ports: Ports, target: ProbeTarget, counter: Counter,
         async def worker() -> None:
             while True:
                 token = secrets.token_bytes(wire.TOKEN_SIZE)
-                reply = await _ask(host, via, wire.DownRequest(
+                reply = await call(host, via, wire.DownRequest(
                     secrets.token_bytes(SEED_SIZE), 2000, token))
                 refused(counter, reply)
                 await _pull(("127.0.0.1", ports.data), token, counter)
@@ -263,7 +254,7 @@ async def member_pulls(ports: Ports, target: ProbeTarget, counter: Counter,
     async def worker() -> None:
         while True:
             token = secrets.token_bytes(wire.TOKEN_SIZE)
-            reply = await _ask(member, target, wire.DownRequest(
+            reply = await call(member, target, wire.DownRequest(
                 secrets.token_bytes(SEED_SIZE), 2000, token))
             refused(counter, reply)
             if isinstance(reply, wire.SessionReply):

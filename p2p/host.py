@@ -379,6 +379,12 @@ class Libp2pTransport(Transport):
         # addresses other peers claim to observe for us.
         return [f"{addr}/p2p/{self.peer_id}" for addr in self._host.get_transport_addrs()]
 
+    def announce_addrs(self) -> list[str]:
+        """What identify tells peers to dial, each with /p2p/<our id>: the ``announce``
+        addresses when given, else libp2p's own list (the bound addresses, and any address
+        peers confirmed observing)."""
+        return [str(addr) for addr in self._host.get_addrs()]
+
     def _is_connected(self, peer: ID) -> bool:
         return any(not conn.is_closed for conn in self._host.get_network().get_connections(peer))
 
@@ -627,7 +633,27 @@ def _listen_addr(listen: str) -> Multiaddr:
     return addr
 
 
-def _build_host(key_pair: KeyPair, listen: Multiaddr, limits: AdmissionLimits) -> IHost:
+def _announce_addrs(announce: Sequence[str]) -> list[Multiaddr] | None:
+    """The addresses identify tells peers to dial instead of the bound one (None: the bound
+    one); P2PError for one that is not /ip4, /ip6 or /dns* with /tcp (a /p2p suffix is
+    dropped: libp2p appends our own)."""
+    if not announce:
+        return None
+    out = []
+    for text in announce:
+        try:
+            addr = Multiaddr(text)
+        except (ValueError, MultiaddrError) as error:
+            raise P2PError(f"announce address {text!r} is not a multiaddr: {error}") from error
+        names = [p.name for p in addr.protocols()]
+        if len(names) < 2 or names[0] not in ("ip4", "ip6", "dns", "dns4", "dns6") or names[1] != "tcp":
+            raise P2PError(f"announce address {text!r} must be /ip4|/ip6|/dns4/<host>/tcp/<port>")
+        out.append(Multiaddr("/".join(text.split("/")[:5])))  # host and port, no /p2p
+    return out
+
+
+def _build_host(key_pair: KeyPair, listen: Multiaddr, limits: AdmissionLimits,
+                announce: list[Multiaddr] | None = None) -> IHost:
     # Noise only: new_host's default also offers TLS, secio and plaintext, and a peer that
     # picks plaintext would be accepted. The Noise static key is ephemeral per process (the
     # identity is the ed25519 key, which signs it during the handshake).
@@ -637,6 +663,7 @@ def _build_host(key_pair: KeyPair, listen: Multiaddr, limits: AdmissionLimits) -
         sec_opt={NOISE_PROTOCOL_ID: noise},
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
         listen_addrs=[listen],
+        announce_addrs=announce,  # identify's listenAddrs; None: the bound address
         transports=[TCP()],  # TCP only, whatever the addresses: no QUIC, websocket, WebRTC
         # (mDNS, UPnP and libp2p's own bootstrap discovery are off by default)
         # The auto-connector dials any peer in the peerstore (everyone who ever sent us a signed
@@ -687,6 +714,7 @@ async def open_libp2p_host(
     reserved_peers: Sequence[str] = (),
     redial_seconds: float = 2.0,
     limits: AdmissionLimits = AdmissionLimits(),
+    announce: Sequence[str] = (),
 ) -> AsyncIterator[Libp2pTransport]:
     """Run a libp2p host for the duration of the block.
 
@@ -695,6 +723,8 @@ async def open_libp2p_host(
     reports the bound one. ``bootstrap`` and ``direct_peers`` are full multiaddrs: both are
     redialled every ``redial_seconds`` while disconnected (our own id is skipped), and direct
     peers are also gossipsub direct peers (sent every message, never in the mesh).
+    ``announce`` (TCP multiaddrs) is what identify tells peers to dial instead of the bound
+    address (``announce_addrs()``): the public address behind NAT, or for a 0.0.0.0 listen.
     Inbound connections are admitted by ``p2p.admission`` with ``limits``: the peers of
     ``bootstrap``, ``direct_peers`` and ``reserved_peers`` (peer ids) always, others within
     per-IP and total caps, which do not apply to the IPs of the bootstrap and direct
@@ -712,6 +742,7 @@ async def open_libp2p_host(
     except DialError as error:
         raise P2PError(f"bad peer address in host configuration: {error}") from error
     listen_addr = _listen_addr(listen)
+    announce_addrs = _announce_addrs(announce)
     direct_infos = [info for info in direct_infos if info.peer_id != own_id]
     targets: dict[ID, PeerInfo] = {}
     for info in [*bootstrap_infos, *direct_infos]:
@@ -719,7 +750,7 @@ async def open_libp2p_host(
             targets.setdefault(info.peer_id, info)
 
     counters = dict.fromkeys(COUNTERS, 0)
-    host = _build_host(key_pair, listen_addr, limits)
+    host = _build_host(key_pair, listen_addr, limits, announce_addrs)
     infos = [*bootstrap_infos, *direct_infos]
     try:
         reserved = {ID.from_base58(p).to_base58() for p in reserved_peers}

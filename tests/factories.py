@@ -33,9 +33,11 @@ def make_spec(n: int = 4, *, committee_size: int = 3, genesis_time: int = 1_000_
 def make_registration(spec: NetworkSpec, name: str, issued_at: int = 0,
                       region: str = "eu-west") -> tuple[Registration, bytes]:
     seed = seed_for("provider/" + name)
+    # A documentation address (TEST-NET-1): validators refuse loopback announces outside a
+    # loopback devnet, and make_spec's validators have no addresses (validator.addresses).
     reg = Registration(spec.network_id, public_key(seed), hashlib.sha256(name.encode()).digest(),
-                       region, 48_850_000, 2_350_000, f"/ip4/127.0.0.1/tcp/1/p2p/{name}",
-                       "127.0.0.1", 9, issued_at).signed_by(seed)
+                       region, 48_850_000, 2_350_000, f"/ip4/192.0.2.1/tcp/1/p2p/{name}",
+                       "192.0.2.1", 9, issued_at).signed_by(seed)
     return reg, seed
 
 

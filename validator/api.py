@@ -5,8 +5,12 @@ response contains is built by ``validator.api_views`` from the SQLite file, read
 read-only connections in a small thread pool so no query runs on the event loop; the live
 node state comes from ``status()``, an immutable snapshot the node refreshes.
 
-Interface (operators and tools rely on it exactly; keys base58, hashes/bytes lowercase hex):
+Interface (operators and tools rely on it exactly; keys base58, hashes/bytes lowercase hex;
+``/openapi.json`` is the same as an OpenAPI 3.1 document, ``validator.openapi``):
 
+    GET /                             the dashboard page (``validator.dashboard``), with a
+    GET /dashboard/{name}             self-only Content-Security-Policy; its script, style, icon
+    GET /openapi.json                 the OpenAPI 3.1 document of every route here
     GET /status                       live snapshot (gaps filled from SQLite, see _Api.status)
     GET /network                      the spec, plus n, f, threshold, config_digest, and
                                       pool: {program_id, pool, mint, vault} (null: no pool)
@@ -21,7 +25,15 @@ Interface (operators and tools rely on it exactly; keys base58, hashes/bytes low
     GET /providers/{key}              one provider + committee observations + registration,
                                       payouts: [{epoch, index, weight, amount, claimed}] of the
                                       16 newest final epochs, and payouts_error
-    GET /healthz                      {"ok": true} if the store is readable
+    GET /healthz                      200 {"ok": true, checks, reasons: [], epoch,
+                                      last_final_epoch, validator_peers,
+                                      validator_peers_needed, chain_failing_since} when in
+                                      sync, with threshold - 1 validator peers, no chain error
+                                      unanswered for long and the store readable; otherwise
+                                      503, the same body with "ok": false and one line per
+                                      failed check in reasons (``validator.health``)
+    GET /metrics                      Prometheus text format (OpenMetrics if the Accept header
+                                      asks), the node's own registry (``validator.metrics``)
 
 The ``pool`` objects and payouts come from the chain (``validator.api_pool``: one bounded
 getMultipleAccounts per request); when the chain cannot be read their chain fields are null
@@ -55,6 +67,7 @@ import json
 import re
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, TypeVar
@@ -64,8 +77,11 @@ import structlog
 from aiohttp import http_exceptions, web
 
 from validator import api_views as views
+from validator import dashboard, openapi
 from validator.api_pool import CHAIN_TIMEOUT, PoolReader
 from validator.api_views import I64_MAX, BadRequest, Json, b58, public_url
+from validator.health import HealthPolicy, assess
+from validator.metrics import Telemetry, make_registry, render
 from validator.spec import NetworkSpec
 from validator.store import open_readonly
 
@@ -255,13 +271,20 @@ class _ReadPool:
 # -- handlers ----------------------------------------------------------------------------------
 class _Api:
     def __init__(self, pool: _ReadPool, spec: NetworkSpec,
-                 status: Callable[[], Mapping[str, Any]], chain: PoolReader | None) -> None:
+                 status: Callable[[], Mapping[str, Any]], chain: PoolReader | None, *,
+                 telemetry: Telemetry = lambda: None,
+                 health_policy: HealthPolicy = HealthPolicy()) -> None:
         self._pool = pool
         self._spec = spec
         self._status = status
         self._chain = chain
+        self._telemetry = telemetry
+        self._health_policy = health_policy
+        self._registry = make_registry(spec, status, telemetry, health_policy)
         self._network = network_json(spec)
         self._network_bytes = _dumps({**self._network, "pool": None})  # no pool: fixed
+        self._files = dashboard.read_files()
+        self._openapi = _dumps(openapi.document(openapi.package_version()))
 
     async def _view(self, fn: Callable[[sqlite3.Connection], Any]) -> web.Response:
         # JSON encoding runs in the worker too: an epoch with many records is a big document.
@@ -295,13 +318,42 @@ class _Api:
     async def _encoded(self, body: Any) -> web.Response:
         return web.Response(body=await self._pool.encode(body), content_type="application/json")
 
+    async def page(self, request: web.Request) -> web.Response:
+        return self._file(dashboard.INDEX)
+
+    async def page_file(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in dashboard.ASSETS:
+            raise views.NotFound("no such dashboard file")
+        return self._file(name)
+
+    def _file(self, name: str) -> web.Response:
+        return web.Response(body=self._files[name], headers={
+            "Content-Type": dashboard.FILES[name], **dashboard.HEADERS})
+
+    async def openapi_document(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._openapi, content_type="application/json")
+
     async def network(self, request: web.Request) -> web.Response:
         if self._chain is None:
             return web.Response(body=self._network_bytes, content_type="application/json")
         return _json({**self._network, "pool": await self._chain.pool_info()})
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return await self._view(views.healthz)
+        """``validator.health`` over the snapshots and one store read: 200 or 503."""
+        store_error = None
+        try:
+            await self._pool.run(views.healthz)
+        except sqlite3.Error as exc:
+            store_error = f"database unavailable ({exc})"
+        health = assess(threshold=self._spec.threshold, status=self._status(),
+                        telemetry=self._telemetry(), policy=self._health_policy,
+                        now=time.time(), store_error=store_error)
+        return _json(health.to_json(), 200 if health.ok else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body, content_type = render(self._registry, request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def epochs(self, request: web.Request) -> web.Response:
         limit = query_limit(request, DEFAULT_EPOCH_LIMIT)
@@ -310,8 +362,8 @@ class _Api:
         return await self._view(lambda conn: views.epoch_list(conn, limit, before))
 
     async def epoch(self, request: web.Request) -> web.Response:
-        text = request.match_info["epoch"]
-        epoch = None if text == "latest" else parse_epoch(text)
+        text = request.match_info.get("epoch")  # /epochs/latest has none
+        epoch = None if text is None else parse_epoch(text)
         body = await self._pool.run(lambda conn: views.epoch_detail(conn, epoch))
         body["pool"] = None if self._chain is None else await self._chain.epoch(
             body["epoch"], bytes.fromhex(body["header_sha256"]))
@@ -353,7 +405,7 @@ class _Api:
 def network_json(spec: NetworkSpec) -> Json:
     body = spec.to_dict()
     body.update(n=spec.n, f=spec.f, threshold=spec.threshold,
-                config_digest=spec.config_digest.hex())
+                config_digest=spec.config_digest.hex(), weight_formula=views.weight_formula(spec))
     return body
 
 
@@ -400,25 +452,31 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def make_app(db_path: Path, spec: NetworkSpec, status: Callable[[], Mapping[str, Any]], *,
-             rpc_url: str | None = None, chain_timeout: float = CHAIN_TIMEOUT) -> web.Application:
+             rpc_url: str | None = None, chain_timeout: float = CHAIN_TIMEOUT,
+             telemetry: Telemetry = lambda: None,
+             health_policy: HealthPolicy = HealthPolicy()) -> web.Application:
     """The API over the SQLite file at ``db_path``. Only GET and HEAD routes exist.
 
     Chain reads (when the spec names a pool) go to ``rpc_url``, default the spec's
     ``rpc_url``, each bounded by ``chain_timeout`` seconds. ``app[HTTP_STATISTICS]`` counts
-    the connections ``start_api`` refuses or cuts off.
+    the connections ``start_api`` refuses or cuts off. ``telemetry`` (the node's
+    ``NodeTelemetry`` snapshot; None: not counted yet) and ``health_policy`` feed
+    ``/metrics`` and ``/healthz``.
     """
     pool = _ReadPool(db_path)
     chain = PoolReader.for_spec(spec, rpc_url, chain_timeout)
-    api = _Api(pool, spec, status, chain)
+    api = _Api(pool, spec, status, chain, telemetry=telemetry, health_policy=health_policy)
     app = web.Application(middlewares=[_track, _errors])
     app[HTTP_STATISTICS] = HttpStatistics()
     for path, handler in (
+            ("/", api.page), ("/dashboard/{name}", api.page_file),
+            ("/openapi.json", api.openapi_document),
             ("/status", api.status), ("/network", api.network), ("/healthz", api.healthz),
-            ("/epochs", api.epochs), ("/epochs/{epoch}", api.epoch),
+            ("/epochs", api.epochs), ("/epochs/latest", api.epoch), ("/epochs/{epoch}", api.epoch),
             ("/epochs/{epoch}/proof/{provider}", api.proof),
             ("/epochs/{epoch}/claims/{payout}", api.claims),
             ("/providers", api.providers), ("/providers/{key}", api.provider),
-            ("/evidence", api.evidence)):
+            ("/evidence", api.evidence), ("/metrics", api.metrics)):
         app.router.add_get(path, handler)  # GET also answers HEAD
 
     async def close_pool(_: web.Application) -> None:

@@ -506,3 +506,36 @@ def redact(text: str | None, url: str | None) -> str | None:
     for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
+
+
+# -- /network: the weight formula ---------------------------------------------------------------
+def weight_formula(spec: NetworkSpec) -> Json:
+    """How a record's weight follows from its medians (``proofs.aggregate.weight``), with this
+    network's parameters filled in, for ``/network``.
+
+    ``expression`` is that computation in integer arithmetic over the record's fields
+    (``uptime_bps``, ``rtt_us``, ``down_kbps``, ``up_kbps``, ``flags``) and the provider
+    region's ``demand_milli``; evaluated with Python's operators (``//`` floors) it gives the
+    record's weight exactly, which ``tests/unit/test_weight_formula.py`` checks.
+    """
+    from proofs.report import Flag
+
+    rewards = spec.rewards
+    cap, p, bound = (rewards.throughput_cap_kbps, rewards.uptime_exponent,
+                     rewards.latency_bound_us)
+    fraud = [name for bit, name in sorted(Flag.NAMES.items()) if bit & Flag.FRAUD]
+    return {
+        "formula": "weight = T x (uptime_bps / 10000)^p x (demand_milli / 1000) x B / "
+                   "max(rtt_us, B), rounded down once at the end, where T = (min(down_kbps, C) "
+                   "+ min(up_kbps, C)) / 2 rounded down; 0 if the record has a fraud flag",
+        "with_parameters": f"weight = ((min(down_kbps, {cap}) + min(up_kbps, {cap})) // 2) x "
+                           f"(uptime_bps / 10000)^{p} x (demand_milli / 1000) x {bound} / "
+                           f"max(rtt_us, {bound}), rounded down; 0 if flags include "
+                           f"{', '.join(fraud)}",
+        "expression": f"0 if flags & {Flag.FRAUD} else (min(down_kbps, {cap}) + "
+                      f"min(up_kbps, {cap})) // 2 * uptime_bps ** {p} * demand_milli * {bound} "
+                      f"// (10000 ** {p} * 1000 * max(rtt_us, {bound}))",
+        "parameters": {"C": cap, "p": p, "B": bound},
+        "demand_milli": {"default": 1000, "by_region": dict(rewards.region_demand_milli)},
+        "fraud_flags": fraud,
+    }

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx2
+import structlog
 from solana.exceptions import SolanaRpcException
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
@@ -62,6 +63,7 @@ from solders.transaction_status import TransactionConfirmationStatus, Transactio
 # The transaction and the ledger live in their own modules; their names are part of this
 # module's interface (node.py, the tests and the crash harness import them from here).
 from validator.chain_ledger import ChainLedger, ChainPostRow
+from validator.chain_stats import PosterCounters, PosterStatistics
 from validator.chain_tx import (
     MAX_SIGNATURES_PER_TX,
     PACKET_DATA_SIZE,
@@ -87,9 +89,12 @@ from validator.pool_program import (
 
 __all__ = [
     "MAX_SIGNATURES_PER_TX", "PACKET_DATA_SIZE", "ChainError", "ChainLedger", "ChainPostRow",
-    "ChainPoster", "PoolTarget", "PostFormatError", "PostOutcome", "ReportPost",
+    "ChainPoster", "PoolTarget", "PostFormatError", "PostOutcome", "PosterStatistics",
+    "ReportPost",
     "build_post_transaction", "member_signatures", "parse_post_transaction",
 ]
+
+log = structlog.get_logger("validator.chain")
 
 # Ed25519 precompile failures surface as InstructionError(i, Custom(code)).
 _PRECOMPILE_ERRORS = ("invalid public key", "invalid recovery id", "invalid signature",
@@ -232,14 +237,15 @@ class ChainPoster:
         self.ledger = ledger
         self.program_id = program_id
         self.pool = pool
-        self.last_error: str | None = None
+        self._clock = clock
+        self._stats = PosterCounters()
+        self._last_error: str | None = None  # set through last_error: every error is counted
         self._members = members
         self._threshold = threshold
         self._confirm_timeout = confirm_timeout
         self._max_attempts = max_attempts
         self._backoff = backoff
         self._poll = poll_interval
-        self._clock = clock
         self._client: AsyncClient | None = None
         self._lock: asyncio.Lock | None = None
         self._target: PoolTarget | None = None
@@ -262,9 +268,38 @@ class ChainPoster:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    @property
+    def last_error(self) -> str | None:
+        return self._last_error
+
+    @last_error.setter
+    def last_error(self, error: str | None) -> None:
+        """Every error noted here is counted by kind (``statistics()``) and starts a failing
+        period if none is open; None, set once a post is confirmed, ends it."""
+        self._last_error = error
+        self._stats.note(error, self._clock())
+
+    def statistics(self) -> PosterStatistics:
+        """Posts, errors and post latency so far (a copy; safe to call from any thread)."""
+        return self._stats.statistics()
+
+    async def payer_balance(self) -> int | None:
+        """The payer's lamports at Confirmed; None (error noted, kind ``balance``) if the
+        RPC cannot say."""
+        try:
+            return int((await self.client.get_balance(self.payer.pubkey(), Confirmed)).value)
+        except RPCException as exc:
+            self.last_error = f"balance: {_rpc_text(exc)}"
+        except _TRANSPORT_ERRORS as exc:
+            self.last_error = f"balance: {_rpc_text(exc)}"
+        return None
+
     def _note(self, report: ReportPost, error: str) -> None:
+        """A failed attempt that will be retried: recorded, and logged at warning (the
+        node logs the post's final outcome)."""
         self.last_error = error
         self.ledger.record_error(report.epoch, report.header_sha256, error, self._clock())
+        log.warning("chain_post_attempt_failed", epoch=report.epoch, error=error)
 
     # -- reading the chain -------------------------------------------------------------
 
@@ -325,7 +360,12 @@ class ChainPoster:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:  # one post at a time: two tasks must not both send
-            return await self._post(report)
+            started = self._clock()
+            outcome = await self._post(report)
+            # Latency of calls that sent something: one that found the report already on
+            # chain (or in the ledger) did not post.
+            self._stats.posted(outcome.status, self._clock() - started if outcome.sent else None)
+            return outcome
 
     async def _post(self, report: ReportPost) -> PostOutcome:
         digest = report.header_sha256

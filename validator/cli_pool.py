@@ -21,7 +21,6 @@ import asyncio
 import dataclasses
 import json
 import re
-import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -129,34 +128,12 @@ def parse_hash(text: str, what: str) -> bytes:
 
 
 def load_keypair(path: Path, what: str) -> Keypair:
-    """A Solana keypair from a key file: our hex seed (``validator.keys``) or solana-keygen's
-    JSON array of 64 bytes (seed, then public key). Both must be mode 0600."""
+    """A Solana keypair from a key file in either format ``validator.keys`` reads: our hex
+    seed or solana-keygen's JSON array of 64 bytes (seed, then public key); mode 0600."""
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UsageError(f"{what} {path}: no such key file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{what} {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
-    if not text.lstrip().startswith("["):
-        try:
-            return Keypair.from_seed(keys.read_key(path))
-        except keys.KeyFileError as exc:
-            raise UsageError(f"{what} {exc}; or give a solana-keygen JSON key file") from None
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise UsageError(f"{what} {path}: readable by others (mode {oct(mode & 0o777)}); run `chmod 600 {path}`")
-    try:
-        raw = json.loads(text)
-    except ValueError:
-        raw = None
-    if (not isinstance(raw, list) or len(raw) != 64
-            or not all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255 for b in raw)):
-        raise UsageError(f"{what} {path}: not a solana-keygen key file (a JSON array of 64 bytes)")
-    secret = bytes(raw)
-    keypair = Keypair.from_seed(secret[:32])
-    if bytes(keypair.pubkey()) != secret[32:]:
-        raise UsageError(f"{what} {path}: its public key does not match its seed (a damaged key file)")
-    return keypair
+        return Keypair.from_seed(keys.read_key(path))
+    except keys.KeyFileError as exc:
+        raise UsageError(f"{what} {exc}") from None
 
 
 def payout_and_payer(payout_arg: str, payer_arg: str | None) -> tuple[Pubkey, Keypair]:

@@ -1,6 +1,8 @@
 """``validator provide`` and ``validator probe``: the provider agent and a one-shot prober.
 
 ``provide`` prints its full multiaddr (with /p2p/<peer id>) as the first line of stdout, then
+its provider key (base58, as the HTTP API names it) and the URL where a validator shows its
+status (with ``--log-format json``: one JSON line ``provider_ready`` with all three), then
 serves until SIGINT or SIGTERM and exits 0. It answers the spec's validators; ``--allow-probe
 PEER_ID`` (repeatable) lets a probe key in too, and ``--public-probe-bytes N`` lets anyone
 probe within N bytes per epoch in all. ``probe`` measures one provider once, as the key in
@@ -15,7 +17,6 @@ import argparse
 import errno
 import json
 import secrets
-import signal
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,8 @@ import trio
 from proofs import probe as wire
 from proofs.errors import DecodeError
 from proofs.report import flag_names
+from validator.lifecycle import log, run_until_signal
+from validator.logs import add_log_options, emit, emit_error
 from validator.spec import NetworkSpec, ProbeParams, SpecError, load_spec
 
 EXIT_OK = 0
@@ -48,19 +51,30 @@ def add_commands(subparsers: Any) -> None:
     provide.add_argument("--listen", default="/ip4/127.0.0.1/tcp/0",
                          help="libp2p listen multiaddr (control plane)")
     provide.add_argument("--data-host", default="127.0.0.1",
-                         help="data-plane TCP host, bound and advertised")
+                         help="data-plane TCP host to bind, e.g. 0.0.0.0 (advertised too unless "
+                              "--data-announce is given)")
+    provide.add_argument("--data-announce", default="", metavar="HOST",
+                         help="the data host the registration names, where validators connect, "
+                              "e.g. this machine's public IP behind NAT (default: --data-host)")
+    provide.add_argument("--announce", action="append", default=[], metavar="MULTIADDR",
+                         help="the control multiaddr the registration names, e.g. "
+                              "/ip4/203.0.113.20/tcp/7101; repeatable (default: what --listen "
+                              "bound)")
     provide.add_argument("--data-port", type=int, default=0, help="data-plane TCP port (0: any)")
     provide.add_argument("--payout", default=None,
                          help="base58 Solana payout address (default: the provider key)")
-    provide.add_argument("--region", default="")
+    provide.add_argument("--region", default="",
+                         help="region label, as in the spec's rewards.region_demand_milli "
+                              "(default: none)")
     provide.add_argument("--lat", type=float, default=0.0, help="latitude, degrees")
     provide.add_argument("--lon", type=float, default=0.0, help="longitude, degrees")
     provide.add_argument("--auto-claim", action="store_true",
                          help="once per epoch, claim what the pool owes the payout address, the "
                               "provider key paying the fees (needs --validator; default: off)")
     provide.add_argument("--validator", default="", metavar="URL",
-                         help="a validator's HTTP API for --auto-claim, e.g. "
-                              "http://127.0.0.1:8001 (default: none)")
+                         help="a validator's HTTP API, e.g. http://127.0.0.1:8001: where "
+                              "--auto-claim reads its records, and the status URL printed at "
+                              "start (default: none)")
     provide.add_argument("--rpc-url", default="", metavar="URL",
                          help="Solana JSON-RPC for --auto-claim (default: the rpc_url of the "
                               "validator's /network)")
@@ -71,6 +85,10 @@ def add_commands(subparsers: Any) -> None:
     provide.add_argument("--public-probe-bytes", type=int, default=0, metavar="N",
                          help="let anyone else probe, within N bytes per epoch in all, one "
                               "session at a time (default: 0, off)")
+    provide.add_argument("--status-file", default=None, metavar="PATH",
+                         help="keep what the agent refused, by reason, in PATH as JSON, "
+                              "rewritten every second (default: none)")
+    add_log_options(provide)
     provide.set_defaults(handler=cmd_provide)
 
     probe = subparsers.add_parser("probe", help="probe one provider once and print the result")
@@ -78,7 +96,8 @@ def add_commands(subparsers: Any) -> None:
     probe.add_argument("--data", default=None,
                        help="HOST:PORT of its data plane (default: from its registration)")
     probe.add_argument("--network", default=None,
-                       help="network spec (TOML): network id, epoch and probe parameters")
+                       help="network spec (TOML): network id, epoch and probe parameters "
+                            "(default: none; the provider's registration names its network)")
     probe.add_argument("--key", default=None, metavar="FILE",
                        help="probe key file (hex seed, mode 0600; created if missing): probe "
                             "as its peer id, which the provider lists with --allow-probe "
@@ -86,9 +105,16 @@ def add_commands(subparsers: Any) -> None:
     probe.add_argument("--json", action="store_true", help="print one JSON object")
     probe.set_defaults(handler=cmd_probe)
 
+    from validator.cli_provider_status import add_commands as add_status_commands
 
-def _usage(command: str, message: object) -> int:
-    print(f"validator {command}: {message}", file=sys.stderr)
+    add_status_commands(subparsers)
+
+
+def _usage(command: str, message: object, args: argparse.Namespace | None = None) -> int:
+    if args is not None and getattr(args, "log_format", None) == "json":
+        emit_error("usage_error", str(message), command=command)
+    else:
+        print(f"validator {command}: {message}", file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -114,10 +140,10 @@ def _operator_mistake(error: BaseException) -> str | None:
     return None
 
 
-def _configure_logging() -> None:
+def _configure_logging(args: argparse.Namespace) -> None:
     from validator.logs import configure_logging
 
-    configure_logging()
+    configure_logging(getattr(args, "log_format", "auto"), getattr(args, "log_level", "info"))
 
 
 # -- provide -----------------------------------------------------------------------------------
@@ -135,24 +161,29 @@ def cmd_provide(args: argparse.Namespace) -> int:
         spec = load_spec(Path(args.network))
         options = ProviderOptions(key_path=Path(args.key), listen=args.listen,
                                   data_host=args.data_host, data_port=args.data_port,
+                                  data_announce=args.data_announce,
+                                  announce=tuple(args.announce),
                                   payout=args.payout, region=args.region, lat=args.lat,
                                   lon=args.lon, auto_claim=args.auto_claim,
                                   validator_url=args.validator, rpc_url=args.rpc_url,
                                   allow_probe=allow_probe,
-                                  public_probe_bytes=args.public_probe_bytes)
+                                  public_probe_bytes=args.public_probe_bytes,
+                                  status_file=Path(args.status_file) if args.status_file
+                                  else None)
         parse_payout(options.payout, bytes(32))  # fail before touching the network
     except (SpecError, ProviderConfigError, _Usage) as error:
-        return _usage("provide", error)
-    _configure_logging()
+        return _usage("provide", error, args)
+    _configure_logging(args)
     try:
-        trio.run(_provide, options, spec)
+        signal_name = trio.run(_provide, options, spec)
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return EXIT_OK
     except BaseException as error:
         message = _operator_mistake(error)
         if message is None:
             raise
-        return _usage("provide", message)
+        return _usage("provide", message, args)
+    log.info("stopped", signal=signal_name)
     return EXIT_OK
 
 
@@ -173,8 +204,8 @@ def _check_auto_claim(args: argparse.Namespace) -> None:
     if args.auto_claim and not args.validator:
         raise _Usage("--auto-claim needs --validator URL, a validator's HTTP API "
                      "(e.g. http://127.0.0.1:8001)")
-    if not args.auto_claim and (args.validator or args.rpc_url):
-        raise _Usage("--validator and --rpc-url are used by --auto-claim only; add --auto-claim")
+    if not args.auto_claim and args.rpc_url:
+        raise _Usage("--rpc-url is used by --auto-claim only; add --auto-claim")
     for flag, text in (("--validator", args.validator), ("--rpc-url", args.rpc_url)):
         if text:
             try:
@@ -186,16 +217,37 @@ def _check_auto_claim(args: argparse.Namespace) -> None:
                 raise _Usage(f"{flag} {text!r}: expected an http(s) URL such as http://127.0.0.1:8001")
 
 
-async def _provide(options: Any, spec: NetworkSpec) -> None:
-    from validator.provider import run_provider
+async def _provide(options: Any, spec: NetworkSpec) -> str:
+    """Serve until SIGINT or SIGTERM (returns its name); print the ready lines once serving.
+    The provider key is bound first, so every log line of every task carries it."""
+    import base58
+    import structlog
 
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            multiaddr = await nursery.start(run_provider, options, spec)
-            print(multiaddr, flush=True)
-            async for _ in signals:
-                nursery.cancel_scope.cancel()
-                break
+    from proofs.signing import public_key
+    from validator.provider import load_or_create_key, run_provider
+
+    provider = base58.b58encode(public_key(load_or_create_key(options.key_path))).decode()
+    structlog.contextvars.bind_contextvars(provider=provider)
+
+    async def start(nursery: trio.Nursery) -> None:
+        multiaddr = await nursery.start(run_provider, options, spec)
+        _print_ready(multiaddr, provider, options.validator_url)
+
+    return await run_until_signal(start)
+
+
+def _print_ready(multiaddr: str, provider: str, validator_url: str) -> None:
+    """The multiaddr first (scripts read that line), then the key and where to look it up."""
+    if validator_url:
+        status_url: str | None = f"{validator_url.rstrip('/')}/providers/{provider}"
+        where, url = status_url, validator_url
+    else:  # which validator to ask is the operator's choice: any of the network's
+        status_url, url = None, "http://VALIDATOR:PORT"
+        where = f"GET /providers/{provider} on any of the network's validators"
+    check = f"validator provider status --validator {url} {provider}"
+    emit("provider_ready",
+         f"{multiaddr}\nprovider key  {provider}\nstatus        {where}\ncheck with    {check}",
+         multiaddr=multiaddr, provider=provider, status_url=status_url, check=check)
 
 
 # -- probe -------------------------------------------------------------------------------------
@@ -239,7 +291,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         seed = _probe_key(args.key)
     except (SpecError, ProviderConfigError, _Usage) as error:
         return _usage("probe", error)
-    _configure_logging()
+    _configure_logging(args)
     try:
         outcome = trio.run(_probe, args.multiaddr, provider, data, spec, seed)
     except BaseException as error:

@@ -13,23 +13,22 @@ the prober (``validator.prober``) opens a data connection, ``data_address`` chec
   unspecified never.
 
 Refusals raise ``DataHostRefused`` with a stable reason (the prober's drop name). No trio here
-but the one bounded name lookup; everything else is pure.
+but the one bounded name lookup; everything else is pure. Address classes, the loopback-devnet
+test and the rule for announced addresses (what a registration or spec entry may name) are in
+``validator.addresses``.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import Union
 
 import trio
 
 from p2p.abc import Stream
+from validator.addresses import IP, address_class, is_loopback_devnet, parse_ip
 from validator.spec import NetworkSpec
 
-IP = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-ADDRESS_CLASSES = ("loopback", "private", "link_local", "multicast", "unspecified")
 NEVER = frozenset({"multicast", "unspecified"})
 DEVNET_CLASSES = frozenset({"loopback"})
 PRIVATE_CLASSES = frozenset({"loopback", "private", "link_local"})
@@ -77,49 +76,6 @@ class DataPolicy:
         but the data host must still be where that provider is, unless the operator typed it
         (``explicit``, ``--data HOST:PORT``). Byte-capped public sessions are taken."""
         return cls(PRIVATE_CLASSES, check_observed=not explicit, accept_byte_limit=True)
-
-
-def is_loopback_devnet(spec: NetworkSpec) -> bool:
-    """Every validator has a bootstrap address and every one is an /ip4 or /ip6 multiaddr on
-    127.0.0.0/8 or ::1. A spec without addresses is not a devnet (nothing says where it is)."""
-    if not spec.validators or any(not v.addrs for v in spec.validators):
-        return False
-    for addr in (a for v in spec.validators for a in v.addrs):
-        parts = addr.split("/")
-        if len(parts) < 3 or parts[1] not in ("ip4", "ip6"):
-            return False
-        ip = parse_ip(parts[2])
-        if ip is None or not ip.is_loopback:
-            return False
-    return True
-
-
-def parse_ip(text: str) -> IP | None:
-    """An IP address (an IPv4-mapped IPv6 one as IPv4, a zone index dropped), else None."""
-    try:
-        ip = ipaddress.ip_address(text.strip("[]").split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-def address_class(ip: IP) -> str | None:
-    """None for a global unicast address; else the first of ADDRESS_CLASSES it belongs to
-    ("private" stands for every other non-global range: RFC 1918, CGNAT, ULA, documentation,
-    benchmarking, reserved)."""
-    if ip.is_unspecified:
-        return "unspecified"
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_multicast:
-        return "multicast"
-    if ip.is_link_local:
-        return "link_local"
-    if not ip.is_global:
-        return "private"
-    return None
 
 
 def observed_address(stream: Stream) -> str | None:

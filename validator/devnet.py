@@ -10,7 +10,12 @@ with ``validator join --config D/<name>/config.toml``):
                              pool.json (program id, pool, mint, vault, token accounts)
     D/v0 .. D/v{n-1}/        validators: keys (0600), config.toml, validator.sqlite, log.txt,
                              pid (so `kill $(cat D/v1/pid)` stops one)
-    D/p0 .. D/p{m-1}/        provider agents: key, log.txt, stdout.txt (multiaddr), pid
+    D/p0 .. D/p{m-1}/        provider agents: key, log.txt, stdout.txt (its ready line:
+                             multiaddr, provider key, status URL), pid,
+                             status.json (what the agent refused, by reason: --status-file)
+
+Every process runs with ``--log-format json``: each line of every log.txt and stdout.txt
+is one JSON object (level, logger, event), and a stopped process logs ``stopped``.
 
 The local chain starts with the pool program (`programs/pool/pool.so`) loaded; once it
 answers, the supervisor creates a mint, initializes the pool with the validator set,
@@ -22,6 +27,9 @@ HTTP at P+1+n+i; provider j libp2p at P+1+2n+j and data port at P+1+2n+m+j.
 
 Children run in their own session (Ctrl-C reaches only this supervisor, which stops them in
 order) and with a parent-death signal, so none outlives the supervisor even on SIGKILL.
+SIGINT or SIGTERM to the supervisor at any time, set-up included, stops everything (SIGTERM
+to each child, SIGKILL after STOP_GRACE_SECONDS, logged) and exits 0. Its own lines
+(URLs, a child's exit) are plain text, or JSON lines with ``--log-format json``.
 """
 
 from __future__ import annotations
@@ -37,15 +45,20 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 
+import structlog
 import tomli_w
 from solders.keypair import Keypair
 
 import programs
 from validator.keys import load_or_create_key
+from validator.lifecycle import pending_signal
+from validator.logs import emit
 from validator.setup import init_validator_dir
 from validator.spec import load_spec
+
+log = structlog.get_logger("validator.devnet")
 
 POOL_PROGRAM = Path(programs.__file__).resolve().parent / "pool" / "pool.so"
 DECIMALS_UNIT = 10**6  # the devnet mint has 6 decimals
@@ -75,6 +88,9 @@ class DevnetOptions:
     data_dir: Path
     reset: bool
     genesis_delay: int = 12
+    log_format: str = "auto"  # this supervisor's lines; children always log JSON
+    log_level: str = "info"  # the supervisor's and every child's
+    max_new_providers: int | None = None  # the spec's [registration] max_new_per_epoch
 
 
 @dataclass
@@ -95,6 +111,11 @@ def _set_parent_death_signal() -> None:
 
 def _validator_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "validator.cli", *args]
+
+
+def _log_args(options: DevnetOptions) -> list[str]:
+    """A child's log options: JSON lines always (its files are read by tools, not people)."""
+    return ["--log-format", "json", "--log-level", options.log_level]
 
 
 def small_network_timing(epoch_seconds: int, n: int) -> dict[str, int]:
@@ -149,6 +170,8 @@ def write_network(options: DevnetOptions) -> Path:
                    "throughput_seconds": 0.5, "warmup_fraction": 0.25},
         "validators": entries,
     }
+    if options.max_new_providers is not None:
+        spec["registration"] = {"max_new_per_epoch": options.max_new_providers}
     network.write_text(tomli_w.dumps(spec))
     load_spec(network)  # the file we wrote must be one we accept
     return network
@@ -158,12 +181,13 @@ def plan_children(options: DevnetOptions, network: Path) -> list[Child]:
     d, n, m, p = options.data_dir, options.validators, options.providers, options.base_port
     (d / "chain").mkdir(exist_ok=True)
     program_id = Keypair.from_seed(load_or_create_key(d / "pool" / "program.key")).pubkey()
+    logs = _log_args(options)
     children = [Child("chain", _validator_argv("localchain", "--port", str(p), "--program",
-                                               f"{program_id}={POOL_PROGRAM}"),
+                                               f"{program_id}={POOL_PROGRAM}", *logs),
                       d / "chain" / "log.txt")]
     for i in range(n):
         children.append(Child(f"v{i}", _validator_argv("join", "--config",
-                                                      str(d / f"v{i}" / "config.toml")),
+                                                      str(d / f"v{i}" / "config.toml"), *logs),
                               d / f"v{i}" / "log.txt"))
     for j in range(m):
         region, lat, lon = REGIONS[(j + 1) % len(REGIONS)]
@@ -175,7 +199,8 @@ def plan_children(options: DevnetOptions, network: Path) -> list[Child]:
             "--data-host", "127.0.0.1", "--data-port", str(p + 1 + 2 * n + m + j),
             "--region", region, "--lat", str(lat + 0.01 * j), "--lon", str(lon),
             "--auto-claim", "--validator", f"http://127.0.0.1:{p + 1 + n + j % n}",
-            "--rpc-url", f"http://127.0.0.1:{p}"),
+            "--rpc-url", f"http://127.0.0.1:{p}", "--status-file", str(folder / "status.json"),
+            *logs),
             folder / "log.txt"))
     return children
 
@@ -190,8 +215,8 @@ def _start(child: Child) -> None:
     child.log_path.with_name("pid").write_text(f"{child.process.pid}\n")
 
 
-def _wait_http(url: str, deadline: float, child: Child) -> bool:
-    while time.time() < deadline:
+def _wait_http(url: str, deadline: float, child: Child, stopping: Callable[[], bool]) -> bool:
+    while time.time() < deadline and not stopping():
         if child.process is not None and child.process.poll() is not None:
             return False
         try:
@@ -204,9 +229,9 @@ def _wait_http(url: str, deadline: float, child: Child) -> bool:
     return False
 
 
-def _wait_rpc(url: str, deadline: float, child: Child) -> bool:
+def _wait_rpc(url: str, deadline: float, child: Child, stopping: Callable[[], bool]) -> bool:
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "getHealth"}).encode()
-    while time.time() < deadline:
+    while time.time() < deadline and not stopping():
         if child.process is not None and child.process.poll() is not None:
             return False
         try:
@@ -263,6 +288,8 @@ def stop_all(children: list[Child]) -> None:
         try:
             child.process.wait(timeout=max(0.1, deadline - time.time()))
         except subprocess.TimeoutExpired:
+            log.warning("devnet_child_killed", name=child.name, log=str(child.log_path),
+                        reason=f"still running {STOP_GRACE_SECONDS:g} s after SIGTERM")
             child.process.kill()
             child.process.wait()
         if child.stdout is not None:
@@ -279,39 +306,61 @@ def run_devnet(options: DevnetOptions) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    early = pending_signal()  # one that came while the spec was written
+    if early is not None:
+        stop["signal"] = signal.Signals[early]
+    stopping = lambda: bool(stop["signal"])  # noqa: E731 - read by every wait below
     n, p = options.validators, options.base_port
     try:
         chain = children[0]
         _start(chain)
-        if not _wait_rpc(f"http://127.0.0.1:{p}", time.time() + 30, chain):
+        if not _wait_rpc(f"http://127.0.0.1:{p}", time.time() + 30, chain, stopping):
+            if stopping():
+                return 0
             raise DevnetError(f"the local chain did not start; see {chain.log_path}")
-        print(f"local chain   http://127.0.0.1:{p}", flush=True)
+        emit("devnet_chain_ready", f"local chain   http://127.0.0.1:{p}",
+             url=f"http://127.0.0.1:{p}")
         pool = set_up_pool(options, network)
-        print(f"pool          {pool['pool']} (program {pool['program_id']}, mint "
-              f"{pool['mint']}, {SUPPLY // DECIMALS_UNIT} tokens, "
-              f"{EPOCH_BUDGET // DECIMALS_UNIT} per epoch)", flush=True)
+        emit("devnet_pool_ready", f"pool          {pool['pool']} (program {pool['program_id']}, "
+             f"mint {pool['mint']}, {SUPPLY // DECIMALS_UNIT} tokens, "
+             f"{EPOCH_BUDGET // DECIMALS_UNIT} per epoch)", pool=pool["pool"],
+             program_id=pool["program_id"], mint=pool["mint"], supply=SUPPLY,
+             epoch_budget=EPOCH_BUDGET)
         for child in children[1:]:
+            if stopping():
+                return 0
             _start(child)
         for i in range(n):
             child = children[1 + i]
             url = f"http://127.0.0.1:{p + 1 + n + i}"
-            if not _wait_http(url + "/healthz", time.time() + 60, child):
+            # /status, not /healthz: started is not healthy (/healthz is 503 until in sync)
+            if not _wait_http(url + "/status", time.time() + 60, child, stopping):
+                if stopping():
+                    return 0
                 raise DevnetError(f"{child.name} did not start; see {child.log_path}")
-            print(f"validator {child.name:<4}{url}", flush=True)
+            emit("devnet_validator_ready", f"validator {child.name:<4}{url}", name=child.name,
+                 url=url)
         spec = load_spec(network)
-        print(f"network {spec.network_id}: {n} validators (threshold {spec.threshold}), "
-              f"{options.providers} providers, epochs of {spec.epoch_seconds} s from "
-              f"{time.strftime('%H:%M:%S', time.localtime(spec.genesis_time))}; "
-              f"data in {options.data_dir}; Ctrl-C stops everything", flush=True)
+        emit("devnet_ready", f"network {spec.network_id}: {n} validators (threshold "
+             f"{spec.threshold}), {options.providers} providers, epochs of "
+             f"{spec.epoch_seconds} s from "
+             f"{time.strftime('%H:%M:%S', time.localtime(spec.genesis_time))}; "
+             f"data in {options.data_dir}; Ctrl-C stops everything",
+             network_id=spec.network_id, validators=n, threshold=spec.threshold,
+             providers=options.providers, epoch_seconds=spec.epoch_seconds,
+             genesis_time=spec.genesis_time, data_dir=str(options.data_dir))
         while not stop["signal"]:
             for child in children:
                 code = child.process.poll() if child.process else None
                 if code is not None and not child.reported_exit:
                     child.reported_exit = True
-                    print(f"{child.name} exited with code {code}; log: {child.log_path}; "
-                          f"start it again with: validator {' '.join(child.argv[3:])}", flush=True)
+                    again = f"validator {' '.join(child.argv[3:])}"
+                    emit("devnet_child_exited", f"{child.name} exited with code {code}; log: "
+                         f"{child.log_path}; start it again with: {again}", name=child.name,
+                         code=code, log=str(child.log_path), restart=again)
             time.sleep(0.5)
         return 0
     finally:
         stop_all(children)
-        print("devnet stopped", flush=True)
+        name = signal.Signals(stop["signal"]).name if stop["signal"] else None
+        emit("devnet_stopped", "devnet stopped", signal=name)

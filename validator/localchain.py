@@ -59,6 +59,8 @@ from solders.transaction_metadata import (
 )
 from solders.transaction_status import TransactionErrorFieldless, TransactionErrorType, TransactionStatus
 
+from validator.localchain_decode import TokenBalance, mint_decimals_from, token_balances
+
 log = logging.getLogger(__name__)
 
 PACKET_DATA_SIZE = 1232  # bytes on the wire; a cluster drops anything larger
@@ -162,6 +164,8 @@ class TxRecord:
     compute_units: int
     return_data: tuple[Pubkey, bytes] | None
     memo: str | None
+    pre_token_balances: tuple[TokenBalance, ...] = ()
+    post_token_balances: tuple[TokenBalance, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -356,6 +360,19 @@ class LocalChain:
     def minimum_balance_for_rent_exemption(self, data_len: int) -> int:
         return self._svm.minimum_balance_for_rent_exemption(data_len)
 
+    def owner_and_data(self, pubkey: Pubkey) -> tuple[Pubkey, bytes] | None:
+        acct = self.account(pubkey)
+        return None if acct is None else (acct.owner, bytes(acct.data))
+
+    def mint_decimals(self, mint: Pubkey) -> int | None:
+        """Decimals of an SPL Token / Token-2022 mint as it is now; None if it is no mint."""
+        return mint_decimals_from(self.owner_and_data)(mint)
+
+    def token_balances(self, tx: VersionedTransaction, keys: Sequence[Pubkey]) -> tuple[TokenBalance, ...]:
+        """The token accounts among `keys` as they are now (Agave's collect_token_balances)."""
+        invoked = {ix.program_id_index for ix in tx.message.instructions}
+        return token_balances(keys, invoked, self.owner_and_data, self.mint_decimals)
+
     def program_accounts(self, program_id: Pubkey) -> list[tuple[Pubkey, Account]]:
         """Every existing account owned by `program_id`, sorted by address."""
         found = self._svm.get_program_accounts(program_id)
@@ -439,6 +456,7 @@ class LocalChain:
         if not self.is_blockhash_valid(tx.message.recent_blockhash):
             return Processed(sig, None, TransactionErrorFieldless.BlockhashNotFound)
         pre = tuple(self.balance(k) for k in keys)
+        pre_tokens = self.token_balances(tx, keys)
         result = self._svm.send_transaction(tx)
         if self._svm.get_transaction(sig) is None:
             return Processed(sig, None, result.err() if isinstance(result, FailedTransactionMetadata) else None)
@@ -464,6 +482,8 @@ class LocalChain:
             compute_units=meta.compute_units_consumed(),
             return_data=rd,
             memo=memo_text(tx),
+            pre_token_balances=pre_tokens,
+            post_token_balances=self.token_balances(tx, keys),
         )
         self._records[sig] = record
         for key in dict.fromkeys(keys):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import math
@@ -27,8 +28,8 @@ from typing import Any
 
 import base58
 import solders
-from solders.account import Account
 from solders.hash import Hash
+from solders.litesvm import FeatureSet
 from solders.message import Message, MessageV0, from_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -44,47 +45,63 @@ from validator.localchain import (
     err_display,
     err_json,
 )
+from validator.localchain_accounts import (
+    get_account_info,
+    get_balance,
+    get_minimum_balance_for_rent_exemption,
+    get_multiple_accounts,
+    get_program_accounts,
+    get_token_account_balance,
+    get_token_accounts_by_delegate,
+    get_token_accounts_by_owner,
+    get_token_largest_accounts,
+    get_token_supply,
+    ui_account,
+)
+from validator.localchain_decode import ui_token_amount  # noqa: F401  (tests read it from here)
+from validator.localchain_instructions import parse_ui_instruction
+from validator.localchain_params import (
+    JsonObj,
+    Params,
+    RpcError,
+    as_bool,
+    as_pubkey,
+    as_signature,
+    as_str,
+    as_u64,
+    at_least_confirmed,
+    b58,
+    b64,
+    bounded_list,
+    config_param,
+    context_slot,
+    invalid_params,
+    param,
+    read_commitment,
+    type_error,
+    with_context,
+)
 
 log = logging.getLogger(__name__)
-
-JsonObj = dict[str, Any]
 
 MAX_BASE58_SIZE = 1683  # Agave: base58 length of a PACKET_DATA_SIZE transaction
 MAX_BASE64_SIZE = 1644
 MAX_SIGNATURE_STATUSES = 256
 MAX_SIGNATURES_FOR_ADDRESS = 1000
-MAX_MULTIPLE_ACCOUNTS = 100
-MAX_BASE58_ACCOUNT_BYTES = 128
-# Longest base58 text of a value of this many bytes (Agave: MAX_BASE58_LEN 44 for a pubkey,
-# 88 for a signature); anything longer is WrongSize before it is decoded (base58 decoding
-# is quadratic in the text's length).
-MAX_BASE58_TEXT = {32: 44, 64: 88}
-MAX_PROGRAM_ACCOUNT_FILTERS = 4
-MAX_MEMCMP_BYTES, MAX_MEMCMP_BASE58, MAX_MEMCMP_BASE64 = 128, 175, 172  # Agave's filter limits
-TOKEN_PROGRAM_IDS = (Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"),
-                     Pubkey.from_string("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"))
-NATIVE_MINT = Pubkey.from_string("So11111111111111111111111111111111111111112")
 TX_TYPE = "solana_transaction::versioned::VersionedTransaction"  # Agave's type_name in messages
 MSG_TYPE = "solana_message::versions::VersionedMessage"
 VERSION = f"litesvm (solders {getattr(solders, '__version__', 'unknown')})"
 
 
-class RpcError(Exception):
-    """A JSON-RPC error object to send back; raised by method handlers."""
-
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.data = code, message, data
-
-    def to_json(self) -> JsonObj:
-        out: JsonObj = {"code": self.code, "message": self.message}
-        if self.data is not None:
-            out["data"] = self.data
-        return out
+def feature_set_id(features: FeatureSet) -> int:
+    """solana-version's ``feature-set``: the first four bytes, little-endian, of the sha256 of
+    every feature id the build knows, sorted (Agave's ``solana_feature_set::ID``). A fresh
+    ``LiteSVM()`` runs with ``FeatureSet.all_enabled()``, so that set is what is hashed."""
+    known = sorted(bytes(key) for key in (*features.active, *features.inactive))
+    return int.from_bytes(hashlib.sha256(b"".join(known)).digest()[:4], "little")
 
 
-def invalid_params(message: str) -> RpcError:
-    return RpcError(-32602, message)
+FEATURE_SET = feature_set_id(FeatureSet.all_enabled())
 
 
 # -- envelopes -------------------------------------------------------------------
@@ -152,113 +169,6 @@ def _handle_one(chain: LocalChain, req: Any) -> JsonObj | None:
     return {"jsonrpc": "2.0", "result": result, "id": req_id} if is_call else None
 
 
-# -- params ------------------------------------------------------------------------
-
-
-def _describe(value: Any) -> str:
-    """How serde names a JSON value in its "invalid type" messages."""
-    if value is None or isinstance(value, (list, dict)):
-        return "null" if value is None else "sequence" if isinstance(value, list) else "map"
-    if isinstance(value, str):
-        return f'string "{value[:64]}"'
-    kind = "boolean" if isinstance(value, bool) else "integer" if isinstance(value, int) else "floating point"
-    return f"{kind} `{json.dumps(value)}`"
-
-
-def _type_error(value: Any, expected: str) -> RpcError:
-    return invalid_params(f"Invalid params: invalid type: {_describe(value)}, expected {expected}.")
-
-
-def _arg(params: list[Any], index: int, expected: str) -> Any:
-    if index >= len(params):
-        raise invalid_params(f"Invalid params: invalid length {len(params)}, expected {expected}.")
-    return params[index]
-
-
-def _cfg(params: list[Any], index: int) -> JsonObj:
-    value = params[index] if index < len(params) else None
-    if value is not None and not isinstance(value, dict):
-        raise _type_error(value, "a map")
-    return value or {}
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _type_error(value, "a string")
-    return value
-
-
-def _uint(value: Any, *, optional: bool = False) -> int:
-    if value is None and optional:
-        return -1
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
-        raise _type_error(value, "u64")
-    return value
-
-
-def _bool(value: Any) -> bool:
-    if value is not None and not isinstance(value, bool):
-        raise _type_error(value, "a boolean")
-    return bool(value)
-
-
-def _b58_bytes(value: Any, size: int) -> bytes:
-    """Agave's verify_pubkey/verify_signature wording: "Invalid param: WrongSize"."""
-    text = _str(value)
-    if len(text) > MAX_BASE58_TEXT[size]:
-        raise invalid_params("Invalid param: WrongSize")
-    try:
-        raw = base58.b58decode(text)
-    except ValueError:
-        raise invalid_params("Invalid param: Invalid") from None
-    if len(raw) != size:
-        raise invalid_params("Invalid param: WrongSize")
-    return raw
-
-
-def _pubkey(value: Any) -> Pubkey:
-    return Pubkey.from_bytes(_b58_bytes(value, 32))
-
-
-def _signature(value: Any) -> Signature:
-    return Signature.from_bytes(_b58_bytes(value, 64))
-
-
-_COMMITMENTS = {"processed": "processed", "confirmed": "confirmed", "finalized": "finalized",
-                "recent": "processed", "single": "confirmed", "singleGossip": "confirmed",
-                "root": "finalized", "max": "finalized"}  # the last five: deprecated spellings
-
-
-def _commitment(cfg: JsonObj, key: str = "commitment") -> str:
-    value = cfg.get(key)
-    if value is None:
-        return "finalized"
-    if not isinstance(value, str) or value not in _COMMITMENTS:
-        raise invalid_params(
-            f"Invalid params: unknown variant `{value}`, expected one of `processed`, `confirmed`, `finalized`."
-        )
-    return _COMMITMENTS[value]
-
-
-def _at_least_confirmed(cfg: JsonObj) -> str:
-    commitment = _commitment(cfg)
-    if commitment == "processed":
-        raise invalid_params("Method does not support commitment below `confirmed`")
-    return commitment
-
-
-def _context_slot(chain: LocalChain, cfg: JsonObj, commitment: str | None = None) -> int:
-    slot = chain.slot_at(commitment or _commitment(cfg))
-    wanted = _uint(cfg.get("minContextSlot"), optional=True)
-    if wanted > slot:
-        raise RpcError(-32016, "Minimum context slot has not been reached", {"contextSlot": slot})
-    return slot
-
-
-def _wrap(slot: int, value: Any) -> JsonObj:
-    return {"context": {"slot": slot}, "value": value}
-
-
 # -- wire formats --------------------------------------------------------------
 
 
@@ -284,9 +194,9 @@ def _decode_wire(data: str, encoding: str, type_name: str) -> bytes:
 
 
 def _read_transaction(params: list[Any], cfg: JsonObj) -> VersionedTransaction:
-    data = _str(_arg(params, 0, "a transaction"))
+    data = as_str(param(params, 0, "a transaction"))
     encoding = cfg.get("encoding") or "base58"
-    raw = _decode_wire(data, _str(encoding), TX_TYPE)
+    raw = _decode_wire(data, as_str(encoding), TX_TYPE)
     try:
         return VersionedTransaction.from_bytes(raw)
     except Exception as exc:
@@ -300,53 +210,14 @@ def _sanitize(chain: LocalChain, tx: VersionedTransaction) -> None:
         raise invalid_params(f"invalid transaction: {exc}") from None
 
 
-def _b58(data: bytes) -> str:
-    return base58.b58encode(data).decode()
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 # -- JSON shapes -----------------------------------------------------------------
-
-
-def ui_account(acct: Account, encoding: str, data_slice: JsonObj | None) -> JsonObj:
-    data = bytes(acct.data)
-    if data_slice:
-        offset, length = _uint(data_slice.get("offset")), _uint(data_slice.get("length"))
-        data = data[offset : offset + length]
-    encoded: Any
-    if encoding in ("binary", "base58"):
-        if len(data) > MAX_BASE58_ACCOUNT_BYTES:
-            raise invalid_params(
-                "Encoded binary (base 58) data should be less than 128 bytes, please use Base64 encoding."
-            )
-        encoded = _b58(data) if encoding == "binary" else [_b58(data), "base58"]
-    elif encoding in ("base64", "jsonParsed"):  # nothing here parses: jsonParsed falls back like Agave
-        encoded = [_b64(data), "base64"]
-    elif encoding == "base64+zstd":
-        raise invalid_params("unsupported encoding: base64+zstd (no zstd codec in this local chain)")
-    else:
-        raise invalid_params(
-            f"Invalid params: unknown variant `{encoding}`, expected one of `binary`, `base58`, `base64`, "
-            "`jsonParsed`, `base64+zstd`."
-        )
-    return {
-        "lamports": acct.lamports,
-        "data": encoded,
-        "owner": str(acct.owner),
-        "executable": acct.executable,
-        "rentEpoch": acct.rent_epoch,
-        "space": len(acct.data),
-    }
 
 
 def _ui_instruction(program_id_index: int, accounts: bytes, data: bytes, stack_height: int | None) -> JsonObj:
     return {
         "programIdIndex": program_id_index,
         "accounts": list(accounts),
-        "data": _b58(data),
+        "data": b58(data),
         "stackHeight": stack_height,
     }
 
@@ -366,23 +237,19 @@ def _ui_message(msg: Message | MessageV0) -> JsonObj:
         ],
     }
     if isinstance(msg, MessageV0):
-        out["addressTableLookups"] = [
-            {
-                "accountKey": str(lookup.account_key),
-                "writableIndexes": list(bytes(lookup.writable_indexes)),
-                "readonlyIndexes": list(bytes(lookup.readonly_indexes)),
-            }
-            for lookup in msg.address_table_lookups
-        ]
+        out["addressTableLookups"] = _lookups_json(msg)
     return out
 
 
-def _inner_json(groups: tuple[tuple[Any, ...], ...]) -> list[JsonObj]:
+InstructionJson = Callable[[int, bytes, bytes, "int | None"], JsonObj]  # (program index, accounts, data, height)
+
+
+def _inner_json(groups: tuple[tuple[Any, ...], ...], encode: InstructionJson = _ui_instruction) -> list[JsonObj]:
     return [
         {
             "index": index,
             "instructions": [
-                _ui_instruction(
+                encode(
                     inner.instruction().program_id_index,
                     bytes(inner.instruction().accounts),
                     bytes(inner.instruction().data),
@@ -396,31 +263,114 @@ def _inner_json(groups: tuple[tuple[Any, ...], ...]) -> list[JsonObj]:
     ]
 
 
+# Agave's ReservedAccountKeys (all activated): never shown writable in jsonParsed account lists.
+RESERVED_ACCOUNT_KEYS = frozenset(Pubkey.from_string(key) for key in (
+    "AddressLookupTab1e1111111111111111111111111", "BPFLoader2111111111111111111111111111111111",
+    "BPFLoader1111111111111111111111111111111111", "BPFLoaderUpgradeab1e11111111111111111111111",
+    "ComputeBudget111111111111111111111111111111", "Config1111111111111111111111111111111111111",
+    "Ed25519SigVerify111111111111111111111111111", "Feature111111111111111111111111111111111111",
+    "LoaderV411111111111111111111111111111111111", "KeccakSecp256k11111111111111111111111111111",
+    "Secp256r1SigVerify1111111111111111111111111", "Stake11111111111111111111111111111111111111",
+    "11111111111111111111111111111111", "Vote111111111111111111111111111111111111111",
+    "ZkE1Gama1Proof11111111111111111111111111111", "ZkTokenProof1111111111111111111111111111111",
+    "SysvarC1ock11111111111111111111111111111111", "SysvarEpochRewards1111111111111111111111111",
+    "SysvarEpochSchedu1e111111111111111111111111", "SysvarFees111111111111111111111111111111111",
+    "Sysvar1nstructions1111111111111111111111111", "SysvarLastRestartS1ot1111111111111111111111",
+    "SysvarRecentB1ockHashes11111111111111111111", "SysvarRent111111111111111111111111111111111",
+    "SysvarRewards111111111111111111111111111111", "SysvarS1otHashes111111111111111111111111111",
+    "SysvarS1otHistory11111111111111111111111111", "SysvarStakeHistory1111111111111111111111111",
+    "NativeLoader1111111111111111111111111111111", "Sysvar1111111111111111111111111111111111111",
+))
+_UPGRADEABLE_LOADER = Pubkey.from_string("BPFLoaderUpgradeab1e11111111111111111111111")
+
+
+def _parsed_account_keys(rec: TxRecord) -> list[JsonObj]:
+    """Agave's parse_legacy/v0_message_accounts: {pubkey, writable, signer, source}. Writable
+    as the runtime sees it: by header position (loaded: its table list), never a reserved key,
+    and not a called program unless the upgradeable loader is in the message."""
+    msg = rec.tx.message
+    header, static = msg.header, list(msg.account_keys)
+    keys = static + list(rec.loaded_writable) + list(rec.loaded_readonly)
+    signers = header.num_required_signatures
+    called = {ix.program_id_index for ix in msg.instructions}
+    demote = _UPGRADEABLE_LOADER not in keys
+
+    def by_position(i: int) -> bool:
+        if i >= len(static):
+            return i < len(static) + len(rec.loaded_writable)
+        if i < signers:
+            return i < signers - header.num_readonly_signed_accounts
+        return i < len(static) - header.num_readonly_unsigned_accounts
+
+    return [{"pubkey": str(key),
+             "writable": by_position(i) and key not in RESERVED_ACCOUNT_KEYS and not (demote and i in called),
+             "signer": i < signers,
+             "source": "transaction" if i < len(static) else "lookupTable"}
+            for i, key in enumerate(keys)]
+
+
+def _all_keys(rec: TxRecord) -> list[Pubkey]:
+    return list(rec.tx.message.account_keys) + list(rec.loaded_writable) + list(rec.loaded_readonly)
+
+
+def _parsed_message(rec: TxRecord) -> JsonObj:
+    """Agave's UiParsedMessage; addressTableLookups only for a v0 message."""
+    msg, keys = rec.tx.message, _all_keys(rec)
+    out: JsonObj = {
+        "accountKeys": _parsed_account_keys(rec),
+        "recentBlockhash": str(msg.recent_blockhash),
+        "instructions": [parse_ui_instruction(keys, ix.program_id_index, bytes(ix.accounts), bytes(ix.data), None)
+                         for ix in msg.instructions],
+    }
+    if isinstance(msg, MessageV0):
+        out["addressTableLookups"] = _lookups_json(msg)
+    return out
+
+
+def _lookups_json(msg: MessageV0) -> list[JsonObj]:
+    return [
+        {
+            "accountKey": str(lookup.account_key),
+            "writableIndexes": list(bytes(lookup.writable_indexes)),
+            "readonlyIndexes": list(bytes(lookup.readonly_indexes)),
+        }
+        for lookup in msg.address_table_lookups
+    ]
+
+
 def _return_data(rd: tuple[Pubkey, bytes] | None) -> JsonObj | None:
-    return None if rd is None else {"programId": str(rd[0]), "data": [_b64(rd[1]), "base64"]}
+    return None if rd is None else {"programId": str(rd[0]), "data": [b64(rd[1]), "base64"]}
 
 
-def _meta_json(rec: TxRecord) -> JsonObj:
+def _meta_json(rec: TxRecord, parsed: bool = False) -> JsonObj:
+    """Agave's UiTransactionStatusMeta; ``parsed`` (jsonParsed): inner instructions parsed
+    against all keys, and no loadedAddresses (Agave skips it there)."""
     err = None if rec.err is None else err_json(rec.err)
+    inner = _inner_json(rec.inner_instructions)
+    if parsed:
+        keys = _all_keys(rec)
+        inner = _inner_json(rec.inner_instructions, lambda index, accounts, data, height: parse_ui_instruction(
+            keys, index, accounts, data, height))
     meta: JsonObj = {
         "err": err,
         "status": {"Ok": None} if err is None else {"Err": err},
         "fee": rec.fee,
         "preBalances": list(rec.pre_balances),
         "postBalances": list(rec.post_balances),
-        "innerInstructions": _inner_json(rec.inner_instructions),
+        "innerInstructions": inner,
         "logMessages": list(rec.logs),
-        "preTokenBalances": None,  # not tracked here: null rather than a made-up []
-        "postTokenBalances": None,
+        "preTokenBalances": [b.to_json() for b in rec.pre_token_balances],
+        "postTokenBalances": [b.to_json() for b in rec.post_token_balances],
         "rewards": [],
-        "loadedAddresses": {
+    }
+    if not parsed:
+        meta["loadedAddresses"] = {
             "writable": [str(k) for k in rec.loaded_writable],
             "readonly": [str(k) for k in rec.loaded_readonly],
-        },
-        "computeUnitsConsumed": rec.compute_units,
-    }
+        }
     if rec.return_data is not None:
         meta["returnData"] = _return_data(rec.return_data)
+    meta["computeUnitsConsumed"] = rec.compute_units
     return meta
 
 
@@ -437,15 +387,19 @@ def encode_transaction(rec: TxRecord, encoding: str, max_version: int | None) ->
     encoded: Any
     if encoding == "json":
         encoded = {"signatures": [str(s) for s in tx.signatures], "message": _ui_message(msg)}
+    elif encoding == "jsonParsed":
+        encoded = {"signatures": [str(s) for s in tx.signatures], "message": _parsed_message(rec)}
     elif encoding == "base64":
-        encoded = [_b64(bytes(tx)), "base64"]
+        encoded = [b64(bytes(tx)), "base64"]
     elif encoding == "base58":
-        encoded = [_b58(bytes(tx)), "base58"]
+        encoded = [b58(bytes(tx)), "base58"]
     elif encoding == "binary":
-        encoded = _b58(bytes(tx))
+        encoded = b58(bytes(tx))
     else:
-        raise invalid_params(f"unsupported encoding: {encoding}. Supported encodings here: json, base58, base64")
-    out: JsonObj = {"slot": rec.slot, "transaction": encoded, "meta": _meta_json(rec), "blockTime": rec.block_time}
+        raise invalid_params(f"Invalid params: unknown variant `{encoding}`, expected one of `binary`, `base64`, "
+                             "`base58`, `json`, `jsonParsed`.")
+    out: JsonObj = {"slot": rec.slot, "transaction": encoded, "meta": _meta_json(rec, encoding == "jsonParsed"),
+                    "blockTime": rec.block_time}
     if max_version is not None:
         out["version"] = "legacy" if version is None else version
     return out
@@ -453,33 +407,31 @@ def encode_transaction(rec: TxRecord, encoding: str, max_version: int | None) ->
 
 # -- methods ---------------------------------------------------------------------
 
-Params = list[Any]
-
 
 def get_latest_blockhash(chain: LocalChain, p: Params) -> JsonObj:
-    cfg = _cfg(p, 0)
-    commitment = _commitment(cfg)
-    slot = _context_slot(chain, cfg, commitment)
+    cfg = config_param(p, 0)
+    commitment = read_commitment(cfg)
+    slot = context_slot(chain, cfg, commitment)
     blockhash, last_valid = chain.blockhash_at(commitment)
-    return _wrap(slot, {"blockhash": str(blockhash), "lastValidBlockHeight": last_valid})
+    return with_context(slot, {"blockhash": str(blockhash), "lastValidBlockHeight": last_valid})
 
 
 def is_blockhash_valid(chain: LocalChain, p: Params) -> JsonObj:
-    text = _str(_arg(p, 0, "a blockhash"))
+    text = as_str(param(p, 0, "a blockhash"))
     try:
         blockhash = Hash.from_string(text)
     except ValueError:
         raise invalid_params("Invalid") from None
-    cfg = _cfg(p, 1)
-    return _wrap(_context_slot(chain, cfg), chain.is_blockhash_valid(blockhash))
+    cfg = config_param(p, 1)
+    return with_context(context_slot(chain, cfg), chain.is_blockhash_valid(blockhash))
 
 
 def send_transaction(chain: LocalChain, p: Params) -> str:
-    cfg = _cfg(p, 1)
+    cfg = config_param(p, 1)
     tx = _read_transaction(p, cfg)
-    skip_preflight = _bool(cfg.get("skipPreflight"))
-    _commitment(cfg, "preflightCommitment")
-    _context_slot(chain, cfg, "processed")
+    skip_preflight = as_bool(cfg.get("skipPreflight"))
+    read_commitment(cfg, "preflightCommitment")
+    context_slot(chain, cfg, "processed")
     _sanitize(chain, tx)
     if not skip_preflight:
         if not all(tx.verify_with_results()):
@@ -524,11 +476,11 @@ def _with_blockhash(tx: VersionedTransaction, blockhash: Hash) -> VersionedTrans
 
 
 def simulate_transaction(chain: LocalChain, p: Params) -> JsonObj:
-    cfg = _cfg(p, 1)
+    cfg = config_param(p, 1)
     tx = _read_transaction(p, cfg)
-    sig_verify, replace = _bool(cfg.get("sigVerify")), _bool(cfg.get("replaceRecentBlockhash"))
-    commitment = _commitment(cfg)
-    slot = _context_slot(chain, cfg, commitment)
+    sig_verify, replace = as_bool(cfg.get("sigVerify")), as_bool(cfg.get("replaceRecentBlockhash"))
+    commitment = read_commitment(cfg)
+    slot = context_slot(chain, cfg, commitment)
     _sanitize(chain, tx)
     replacement = None
     if replace:
@@ -544,11 +496,11 @@ def simulate_transaction(chain: LocalChain, p: Params) -> JsonObj:
     accounts_cfg = cfg.get("accounts")
     if accounts_cfg is not None:
         if not isinstance(accounts_cfg, dict) or not isinstance(accounts_cfg.get("addresses"), list):
-            raise _type_error(accounts_cfg, "struct RpcSimulateTransactionAccountsConfig")
+            raise type_error(accounts_cfg, "struct RpcSimulateTransactionAccountsConfig")
         encoding = accounts_cfg.get("encoding") or "base64"
         if encoding in ("binary", "base58"):
             raise invalid_params("base58 encoding not supported")
-        addresses = [_pubkey(a) for a in accounts_cfg["addresses"]]
+        addresses = [as_pubkey(a) for a in accounts_cfg["addresses"]]
         if len(addresses) > len(tx.message.account_keys):
             raise invalid_params(f"Too many accounts provided; max {len(tx.message.account_keys)}")
         accounts = [
@@ -556,7 +508,7 @@ def simulate_transaction(chain: LocalChain, p: Params) -> JsonObj:
             for acct in (sim.post_accounts.get(a) or chain.account(a) for a in addresses)
         ]
     inner = None
-    if _bool(cfg.get("innerInstructions")) and sim.inner_instructions is not None:
+    if as_bool(cfg.get("innerInstructions")) and sim.inner_instructions is not None:
         inner = _inner_json(sim.inner_instructions)
     value = {
         "err": None if sim.err is None else err_json(sim.err),
@@ -568,17 +520,12 @@ def simulate_transaction(chain: LocalChain, p: Params) -> JsonObj:
         "replacementBlockhash": replacement,
         "fee": sim.fee if sim.err is None else None,
     }
-    return _wrap(slot, value)
+    return with_context(slot, value)
 
 
 def get_signature_statuses(chain: LocalChain, p: Params) -> JsonObj:
-    raw = _arg(p, 0, "a list of signatures")
-    if not isinstance(raw, list):
-        raise _type_error(raw, "a sequence")
-    if len(raw) > MAX_SIGNATURE_STATUSES:
-        raise invalid_params(f"Too many inputs provided; max {MAX_SIGNATURE_STATUSES}")
-    signatures = [_signature(s) for s in raw]
-    search = _bool(_cfg(p, 1).get("searchTransactionHistory"))
+    signatures = [as_signature(s) for s in bounded_list(p, 0, "a list of signatures", MAX_SIGNATURE_STATUSES)]
+    search = as_bool(config_param(p, 1).get("searchTransactionHistory"))
     statuses: list[JsonObj | None] = []
     for sig in signatures:
         rec = chain.record(sig)
@@ -596,17 +543,17 @@ def get_signature_statuses(chain: LocalChain, p: Params) -> JsonObj:
                 "confirmationStatus": commitment,
             }
         )
-    return _wrap(chain.slot, statuses)
+    return with_context(chain.slot, statuses)
 
 
 def get_transaction(chain: LocalChain, p: Params) -> JsonObj | None:
-    sig = _signature(_arg(p, 0, "a signature"))
+    sig = as_signature(param(p, 0, "a signature"))
     second = p[1] if len(p) > 1 else None
-    cfg = {"encoding": second} if isinstance(second, str) else _cfg(p, 1)  # old form: encoding string
-    encoding = _str(cfg.get("encoding") or "json")
-    commitment = _at_least_confirmed(cfg)
+    cfg = {"encoding": second} if isinstance(second, str) else config_param(p, 1)  # old form: encoding string
+    encoding = as_str(cfg.get("encoding") or "json")
+    commitment = at_least_confirmed(cfg)
     raw_version = cfg.get("maxSupportedTransactionVersion")
-    max_version = None if raw_version is None else _uint(raw_version)
+    max_version = None if raw_version is None else as_u64(raw_version)
     rec = chain.record(sig)
     if rec is None or COMMITMENT_RANK[chain.commitment_of(rec.slot)] < COMMITMENT_RANK[commitment]:
         return None
@@ -614,16 +561,16 @@ def get_transaction(chain: LocalChain, p: Params) -> JsonObj | None:
 
 
 def get_signatures_for_address(chain: LocalChain, p: Params) -> list[JsonObj]:
-    address = _pubkey(_arg(p, 0, "an address"))
-    cfg = _cfg(p, 1)
+    address = as_pubkey(param(p, 0, "an address"))
+    cfg = config_param(p, 1)
     limit = cfg.get("limit")
-    limit = MAX_SIGNATURES_FOR_ADDRESS if limit is None else _uint(limit)
+    limit = MAX_SIGNATURES_FOR_ADDRESS if limit is None else as_u64(limit)
     if limit == 0 or limit > MAX_SIGNATURES_FOR_ADDRESS:
         raise invalid_params(f"Invalid limit; max {MAX_SIGNATURES_FOR_ADDRESS}")
-    before = None if cfg.get("before") is None else _signature(cfg["before"])
-    until = None if cfg.get("until") is None else _signature(cfg["until"])
-    commitment = _at_least_confirmed(cfg)
-    _context_slot(chain, cfg, commitment)
+    before = None if cfg.get("before") is None else as_signature(cfg["before"])
+    until = None if cfg.get("until") is None else as_signature(cfg["until"])
+    commitment = at_least_confirmed(cfg)
+    context_slot(chain, cfg, commitment)
     records = chain.signatures_for_address(address, before=before, until=until, limit=limit, commitment=commitment)
     return [
         {
@@ -638,40 +585,8 @@ def get_signatures_for_address(chain: LocalChain, p: Params) -> list[JsonObj]:
     ]
 
 
-def get_balance(chain: LocalChain, p: Params) -> JsonObj:
-    pubkey = _pubkey(_arg(p, 0, "an address"))
-    return _wrap(_context_slot(chain, _cfg(p, 1), "processed"), chain.balance(pubkey))
-
-
-def _account_value(chain: LocalChain, pubkey: Pubkey, cfg: JsonObj) -> JsonObj | None:
-    acct = chain.account(pubkey)
-    slice_cfg = cfg.get("dataSlice")
-    if slice_cfg is not None and not isinstance(slice_cfg, dict):
-        raise _type_error(slice_cfg, "struct UiDataSliceConfig")
-    return None if acct is None else ui_account(acct, _str(cfg.get("encoding") or "binary"), slice_cfg)
-
-
-def get_account_info(chain: LocalChain, p: Params) -> JsonObj:
-    pubkey = _pubkey(_arg(p, 0, "an address"))
-    cfg = _cfg(p, 1)
-    _commitment(cfg)
-    return _wrap(_context_slot(chain, cfg, "processed"), _account_value(chain, pubkey, cfg))
-
-
-def get_multiple_accounts(chain: LocalChain, p: Params) -> JsonObj:
-    raw = _arg(p, 0, "a list of addresses")
-    if not isinstance(raw, list):
-        raise _type_error(raw, "a sequence")
-    if len(raw) > MAX_MULTIPLE_ACCOUNTS:
-        raise invalid_params(f"Too many inputs provided; max {MAX_MULTIPLE_ACCOUNTS}")
-    pubkeys = [_pubkey(a) for a in raw]
-    cfg = _cfg(p, 1)
-    _commitment(cfg)
-    return _wrap(_context_slot(chain, cfg, "processed"), [_account_value(chain, k, cfg) for k in pubkeys])
-
-
 def get_fee_for_message(chain: LocalChain, p: Params) -> JsonObj:
-    raw = _decode_wire(_str(_arg(p, 0, "a message")), "base64", MSG_TYPE)
+    raw = _decode_wire(as_str(param(p, 0, "a message")), "base64", MSG_TYPE)
     try:
         msg = from_bytes_versioned(raw)
     except Exception as exc:
@@ -683,14 +598,14 @@ def get_fee_for_message(chain: LocalChain, p: Params) -> JsonObj:
         VersionedTransaction.populate(msg, unsigned).sanitize()
     except Exception as exc:
         raise invalid_params(f"invalid transaction message: {exc}") from None
-    cfg = _cfg(p, 1)
-    return _wrap(_context_slot(chain, cfg), chain.fee_for_message(msg))
+    cfg = config_param(p, 1)
+    return with_context(context_slot(chain, cfg), chain.fee_for_message(msg))
 
 
 def request_airdrop(chain: LocalChain, p: Params) -> str:
-    pubkey = _pubkey(_arg(p, 0, "an address"))
-    lamports = _uint(_arg(p, 1, "lamports"))
-    _commitment(_cfg(p, 2))
+    pubkey = as_pubkey(param(p, 0, "an address"))
+    lamports = as_u64(param(p, 1, "lamports"))
+    read_commitment(config_param(p, 2))
     try:
         return str(chain.airdrop(pubkey, lamports))
     except AirdropRefused as exc:  # Agave: request_airdrop_transaction failed -> internal_error
@@ -702,9 +617,9 @@ def _at_commitment(fn: Callable[[LocalChain, str], Any]) -> Callable[[LocalChain
     """A method whose only param is an optional {commitment, minContextSlot}."""
 
     def method(chain: LocalChain, p: Params) -> Any:
-        cfg = _cfg(p, 0)
-        commitment = _commitment(cfg)
-        _context_slot(chain, cfg, commitment)
+        cfg = config_param(p, 0)
+        commitment = read_commitment(cfg)
+        context_slot(chain, cfg, commitment)
         return fn(chain, commitment)
 
     return method
@@ -712,136 +627,6 @@ def _at_commitment(fn: Callable[[LocalChain, str], Any]) -> Callable[[LocalChain
 
 def _constant(fn: Callable[[LocalChain], Any]) -> Callable[[LocalChain, Params], Any]:
     return lambda chain, p: fn(chain)
-
-
-# -- SPL Token reads and program scans ------------------------------------------------
-
-_TOKEN_ACCOUNT_LEN, _MINT_LEN, _MULTISIG_LEN = 165, 82, 355
-
-
-def _token_state(data: bytes, base_len: int, account_type: int) -> bool:
-    """spl-token-2022's StateWithExtensions length rule: the base layout exactly, or
-    base padded to 165 bytes plus an account-type byte (1 mint, 2 account)."""
-    if len(data) == base_len:
-        return True
-    return len(data) > _TOKEN_ACCOUNT_LEN and len(data) != _MULTISIG_LEN and data[_TOKEN_ACCOUNT_LEN] == account_type
-
-
-def _is_token_account(data: bytes) -> bool:
-    """An initialized (or frozen) SPL Token / Token-2022 account: state byte 108 != 0."""
-    return _token_state(data, _TOKEN_ACCOUNT_LEN, 2) and data[108] != 0
-
-
-def _mint_decimals(chain: LocalChain, mint: Pubkey) -> int:
-    """Agave's get_mint_owner_and_additional_data (interest/scaled-amount extensions ignored)."""
-    if mint == NATIVE_MINT:
-        return 9
-    acct = chain.account(mint)
-    if acct is None:
-        raise invalid_params("Invalid param: could not find mint")
-    data = bytes(acct.data)
-    if not _token_state(data, _MINT_LEN, 1) or data[45] != 1:
-        raise invalid_params("Invalid param: mint could not be unpacked")
-    return data[44]
-
-
-def ui_token_amount(amount: int, decimals: int) -> JsonObj:
-    """Agave's token_amount_to_ui_amount: f64 quotient, and the trimmed decimal string."""
-    text = str(amount)
-    if decimals:
-        padded = text.rjust(decimals + 1, "0")
-        text = f"{padded[:-decimals]}.{padded[-decimals:]}".rstrip("0").rstrip(".")
-    ui = float(amount) / float(10**decimals) if 10**decimals < 2**64 else None  # checked_pow(usize)
-    return {"amount": str(amount), "decimals": decimals, "uiAmount": ui, "uiAmountString": text}
-
-
-def get_token_account_balance(chain: LocalChain, p: Params) -> JsonObj:
-    pubkey = _pubkey(_arg(p, 0, "an address"))
-    cfg = _cfg(p, 1)
-    _commitment(cfg)
-    slot = _context_slot(chain, cfg, "processed")
-    acct = chain.account(pubkey)
-    if acct is None:
-        raise invalid_params("Invalid param: could not find account")
-    data = bytes(acct.data)
-    if acct.owner not in TOKEN_PROGRAM_IDS or not _is_token_account(data):
-        raise invalid_params("Invalid param: not a Token account")
-    decimals = _mint_decimals(chain, Pubkey.from_bytes(data[:32]))
-    return _wrap(slot, ui_token_amount(int.from_bytes(data[64:72], "little"), decimals))
-
-
-AccountFilter = Callable[[bytes], bool]
-
-
-def _memcmp_bytes(spec: JsonObj) -> bytes:
-    """The bytes of a memcmp filter: base58 (default), base64, or a JSON array ("bytes")."""
-    encoding, value = spec.get("encoding"), spec.get("bytes")
-    if encoding in (None, "base58", "binary") and isinstance(value, str):
-        if len(value) > MAX_MEMCMP_BASE58:
-            raise invalid_params("Invalid param: DataTooLarge")
-        try:
-            raw = base58.b58decode(value)
-        except ValueError as exc:
-            raise invalid_params(f"Invalid param: Base58DecodeError({exc})") from None
-    elif encoding == "base64" and isinstance(value, str):
-        if len(value) > MAX_MEMCMP_BASE64:
-            raise invalid_params("Invalid param: DataTooLarge")
-        try:
-            raw = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise invalid_params(f"Invalid param: Base64DecodeError({exc})") from None
-    elif encoding == "bytes" and isinstance(value, list) and all(
-            isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256 for b in value):
-        raw = bytes(value)
-    else:
-        raise invalid_params("Invalid params: invalid memcmp: encoding and bytes do not match.")
-    if len(raw) > MAX_MEMCMP_BYTES:
-        raise invalid_params("Invalid param: DataTooLarge")
-    return raw
-
-
-def _account_filter(value: Any) -> AccountFilter:
-    """One getProgramAccounts filter: {"dataSize": n}, {"memcmp": {...}}, {"tokenAccountState": _}."""
-    kind = next(iter(value)) if isinstance(value, dict) and len(value) == 1 else None
-    if kind == "dataSize":
-        size = _uint(value[kind])
-        return lambda data: len(data) == size
-    if kind == "memcmp":
-        spec = value[kind]
-        if not isinstance(spec, dict):
-            raise _type_error(spec, "struct Memcmp")
-        offset, want = _uint(spec.get("offset")), _memcmp_bytes(spec)
-        return lambda data: data[offset : offset + len(want)] == want and offset + len(want) <= len(data)
-    if kind == "tokenAccountState":
-        return _is_token_account
-    raise invalid_params(
-        "Invalid params: unknown variant, expected one of `dataSize`, `memcmp`, `tokenAccountState`.")
-
-
-def get_program_accounts(chain: LocalChain, p: Params) -> Any:
-    """Agave's shape: [{pubkey, account}] sorted by address, or {context, value} withContext."""
-    program_id = _pubkey(_arg(p, 0, "a program id"))
-    cfg = _cfg(p, 1)
-    raw_filters = cfg.get("filters") or []
-    if not isinstance(raw_filters, list):
-        raise _type_error(raw_filters, "a sequence")
-    if len(raw_filters) > MAX_PROGRAM_ACCOUNT_FILTERS:
-        raise invalid_params(f"Too many filters provided; max {MAX_PROGRAM_ACCOUNT_FILTERS}")
-    filters = [_account_filter(f) for f in raw_filters]
-    _commitment(cfg)
-    slot = _context_slot(chain, cfg, "processed")
-    found = [
-        {"pubkey": str(key), "account": _account_value(chain, key, cfg)}
-        for key, acct in chain.program_accounts(program_id)
-        if all(keep(bytes(acct.data)) for keep in filters)
-    ]
-    return _wrap(slot, found) if _bool(cfg.get("withContext")) else found
-
-
-def get_minimum_balance_for_rent_exemption(chain: LocalChain, p: Params) -> int:
-    size = _uint(_arg(p, 0, "a data length"))
-    _commitment(_cfg(p, 1))
-    return chain.minimum_balance_for_rent_exemption(size)
 
 
 METHODS: dict[str, Callable[[LocalChain, Params], Any]] = {
@@ -865,7 +650,11 @@ METHODS: dict[str, Callable[[LocalChain, Params], Any]] = {
     "getTokenAccountBalance": get_token_account_balance,
     "getTransaction": get_transaction,
     "getTransactionCount": _at_commitment(lambda chain, c: chain.transaction_count),
-    "getVersion": _constant(lambda chain: {"solana-core": VERSION, "feature-set": None}),
+    "getTokenAccountsByDelegate": get_token_accounts_by_delegate,
+    "getTokenAccountsByOwner": get_token_accounts_by_owner,
+    "getTokenLargestAccounts": get_token_largest_accounts,
+    "getTokenSupply": get_token_supply,
+    "getVersion": _constant(lambda chain: {"solana-core": VERSION, "feature-set": FEATURE_SET}),
     "isBlockhashValid": is_blockhash_valid,
     "minimumLedgerSlot": _constant(lambda chain: 0),
     "requestAirdrop": request_airdrop,

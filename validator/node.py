@@ -24,7 +24,8 @@ from p2p.abc import GossipMessage, PeerError, Stream, Transport
 from p2p.host import open_libp2p_host, peer_id_from_seed
 from proofs.codec import pack
 from proofs.errors import DecodeError
-from proofs.messages import FetchRequest, Message, Observation, Registration, decode_message
+from proofs.messages import (FetchRequest, Message, Observation, Registration, Vote,
+                             decode_message)
 from validator import assignment
 from validator import core as c
 from validator.api_views import public_url, redact
@@ -34,7 +35,8 @@ from validator.config import NodeConfig
 from validator.keys import read_key
 from validator.prober import EpochProber
 from validator.spec import NetworkSpec
-from validator.store import RegistrationWriter, SlashingRefused, Store, StoredFinal
+from validator.store import RegistrationWriter, SlashingRefused, Store, StoredFinal, VoteRefused
+from validator.telemetry import NodeCounters, NodeTelemetry
 
 log = structlog.get_logger("validator")
 
@@ -54,9 +56,9 @@ Measure = Callable[["Validator", int, Sequence[Registration], bytes, float, floa
                    Awaitable[tuple[tuple[Observation, ...], dict[str, int]]]]
 
 
-def _libp2p(seed: bytes, listen: str, bootstrap: Sequence[str]
+def _libp2p(seed: bytes, listen: str, bootstrap: Sequence[str], announce: Sequence[str] = ()
             ) -> AbstractAsyncContextManager[Transport]:
-    return open_libp2p_host(seed, listen, bootstrap=bootstrap)
+    return open_libp2p_host(seed, listen, bootstrap=bootstrap, announce=announce)
 
 
 async def probe_epoch(node: "Validator", epoch: int, providers: Sequence[Registration],
@@ -91,6 +93,8 @@ class Keys:
 
 
 def load_keys(config: NodeConfig) -> Keys:
+    """The three keys; each file in either format ``validator.keys`` reads (the payer's may
+    be a solana-keygen keypair)."""
     return Keys(read_key(config.identity_key), read_key(config.signing_key),
                 read_key(config.payer_key))
 
@@ -105,13 +109,15 @@ class Validator:
         self.keys = keys
         self.core = c.ValidatorCore(spec, keys.signing)
         self.store = Store(config.db_path)
+        self.store.claim_network(spec.config_digest)  # NetworkMismatch: another network's
         # Only what the core still uses: bundles inside its window, finals for seeds, the hash
         # chain and catch-up answers. Older rows stay in SQLite for the HTTP API.
         current = max(0, spec.epoch_at(self.now()))
         self.core.restore(self.store.registrations(),
                           self.store.bundles_since(current - 2 * c.WINDOW_EPOCHS),
                           self.store.finals(since_epoch=current - c.CATCH_UP_EPOCHS - 4),
-                          self.store.signed_headers())
+                          self.store.signed_headers(),
+                          self.store.votes_since(current - 2 * c.WINDOW_EPOCHS))
         self.rpc_url = config.rpc_url or spec.rpc_url
         self.identity = env.identity(keys.identity)
         self.transport: Transport | None = None
@@ -122,6 +128,11 @@ class Validator:
         self._post_send, self._post_recv = trio.open_memory_channel[int](POST_QUEUE)
         self._ledger = ChainLedger(config.db_path)
         self._status: dict[str, Any] = {}  # replaced whole, never mutated: the API reads it
+        # For /metrics and /healthz: counted here, frozen into _telemetry with each status.
+        self._counters = NodeCounters(v.identity for v in spec.validators)
+        self._telemetry: NodeTelemetry | None = None
+        self._poster: ChainPoster | None = None
+        self._payer_lamports: int | None = None
         self._http_statistics: Callable[[], dict[str, int]] = dict  # the API's, once it runs
         self._members_by_identity = {v.identity for v in spec.validators}
         self._identity_by_key = {v.signing_key: v.identity for v in spec.validators}
@@ -138,8 +149,11 @@ class Validator:
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         bootstrap = [a for v in self.spec.validators if v.signing_key != self.core.me
                      for a in v.addrs]
+        # Bind `listen`; tell peers `announce` (passed only when set: a simulation's
+        # transport has no addresses to announce).
+        announce = {"announce": self.config.announce} if self.config.announce else {}
         async with self.env.open_transport(self.keys.identity, self.config.listen,
-                                           bootstrap) as transport, \
+                                           bootstrap, **announce) as transport, \
                 trio.open_nursery() as nursery:
             self.transport = transport
             transport.set_stream_handler(FETCH_PROTOCOL, self._serve_fetch)
@@ -159,9 +173,16 @@ class Validator:
             self._refresh_status()
             log.info("validator_started", identity=self.identity,
                      signing_key=base58.b58encode(self.core.me).decode(),
-                     listen=transport.listen_addrs(),
+                     listen=transport.listen_addrs(), announce=list(self.config.announce),
                      http=f"http://{self.config.http_host}:{self.http_port}")
             task_status.started(self.http_port)
+
+    def _announce_addrs(self) -> list[str]:
+        """What peers are told to dial: config.toml's announce (with our /p2p id), else what
+        listen bound."""
+        if self.config.announce:
+            return [f"{'/'.join(a.split('/')[:5])}/p2p/{self.identity}" for a in self.config.announce]
+        return self.transport.listen_addrs() if self.transport else []
 
     # -- actions --------------------------------------------------------------------------
     def _store_signatures(self, actions: list[c.Action]) -> list[c.Action]:
@@ -170,10 +191,13 @@ class Validator:
         success: publish our signature, maybe a final; on refusal: nothing). The core holds
         our signature only from ``on_signed_stored`` on, so a refused one can never leave the
         process (no publish, fetch answer, final report or chain post carries it)."""
-        if not any(isinstance(a, c.SignHeader) for a in actions):
+        if not any(isinstance(a, (c.SignHeader, c.CastVote)) for a in actions):
             return actions
         out: list[c.Action] = []
         for action in actions:
+            if isinstance(action, c.CastVote):
+                out += self._store_signatures(self._store_vote(action.vote))
+                continue
             if not isinstance(action, c.SignHeader):
                 out.append(action)
                 continue
@@ -190,6 +214,17 @@ class Validator:
                 self.core.on_signed_stored(action.epoch, action.header_hash, self.now()))
         return out
 
+    def _store_vote(self, vote: Vote) -> list[c.Action]:
+        """Our agreement vote is written before the core counts or publishes it, so a
+        restarted validator never votes twice in one slot and keeps its lock."""
+        try:
+            self.store.record_vote(vote.epoch, vote.round, vote.kind, vote.header_hash,
+                                   vote.encode())
+        except VoteRefused as exc:
+            log.error("vote_refused", epoch=vote.epoch, detail=str(exc))
+            return self.core.on_vote_refused(vote)
+        return self.core.on_vote_stored(vote, self.now())
+
     async def _act(self, actions: list[c.Action]) -> None:
         for action in self._store_signatures(actions):
             if isinstance(action, c.Publish):
@@ -202,6 +237,8 @@ class Validator:
                 for digest in action.hashes:
                     self._queue_registration_write(("drop", digest))
             elif isinstance(action, c.SaveBundle):
+                if action.bundle.validator != self.core.me:
+                    self._counters.bundles_received += 1
                 self.store.put_bundle(action.bundle.epoch, action.bundle.validator,
                                       action.bundle.hash(), action.bundle.encode())
             elif isinstance(action, c.SaveFinal):
@@ -326,6 +363,7 @@ class Validator:
             "identity": self.identity,
             "signing_key": base58.b58encode(self.core.me).decode(),
             "listen_addrs": transport.listen_addrs() if transport else [],
+            "announce_addrs": self._announce_addrs(),
             "epoch": self.spec.epoch_at(now),
             "phase": self._phase(now),
             "peers": len(transport.connected_peers()) if transport else 0,
@@ -340,6 +378,9 @@ class Validator:
             "excluded": {str(epoch): sorted(base58.b58encode(k).decode() for k in keys)
                          for epoch, keys in sorted(self.core.excluded.items())[-4:] if keys},
         }
+        self._telemetry = self._counters.snapshot(
+            transport.connected_peers() if transport else (), self.core.registrations,
+            self._poster.statistics() if self._poster else None, self._payer_lamports)
 
     # -- probes ---------------------------------------------------------------------------
     async def _probe_loop(self) -> None:
@@ -354,6 +395,7 @@ class Validator:
             await self.sleep_until(end)
             for reason, count in dropped.items():
                 self.core.dropped[f"probe:{reason}"] += count
+            self._counters.count_observations(observations)
             self.store.put_observations(epoch, [(o.provider, pack(o.to_list()))
                                                 for o in observations])
             await self._act(self.core.bundle_ready(epoch, observations, self.now()))
@@ -458,9 +500,12 @@ class Validator:
                              members=[v.signing_key for v in self.spec.validators],
                              threshold=self.spec.threshold)
         if self.config.airdrop:
-            await bridge.run(poster.ensure_funded, MIN_PAYER_LAMPORTS)
+            if not await bridge.run(poster.ensure_funded, MIN_PAYER_LAMPORTS):
+                log.warning("payer_airdrop_failed", error=poster.last_error)
+        self._poster = poster
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._rescan_posts)
+            nursery.start_soon(self._balance_loop, bridge, poster)
             nursery.start_soon(self._close_loop, bridge, poster)
             async for epoch in self._post_recv:
                 self._queued_posts.discard(epoch)
@@ -521,6 +566,14 @@ class Validator:
                 await self._rescan_now.wait()
             self._rescan_now = trio.Event()
 
+    async def _balance_loop(self, bridge: Any, poster: ChainPoster) -> None:
+        """The payer's balance for /metrics, at start and then once per epoch."""
+        while True:
+            lamports = await bridge.run(poster.payer_balance)
+            if lamports is not None:
+                self._payer_lamports = lamports
+            await trio.sleep(self.spec.epoch_seconds)
+
     async def _close_loop(self, bridge: Any, poster: ChainPoster) -> None:
         """Once per epoch, the epoch's first leader closes what may close on chain (claim
         windows passed, tallies that lost): unclaimed budget goes back to the pool."""
@@ -547,8 +600,11 @@ class Validator:
     # -- HTTP ----------------------------------------------------------------------------------
     async def _start_api(self, bridge: Any) -> int:
         from validator.api import HTTP_STATISTICS, make_app, start_api
+        from validator.health import HealthPolicy
 
-        app = make_app(self.config.db_path, self.spec, lambda: self._status, rpc_url=self.rpc_url)
+        app = make_app(self.config.db_path, self.spec, lambda: self._status, rpc_url=self.rpc_url,
+                       telemetry=lambda: self._telemetry, health_policy=HealthPolicy(
+                           self.config.health_chain_error_minutes * 60))
         self._http_statistics = app[HTTP_STATISTICS].statistics
         _, port = await bridge.run(start_api, app, self.config.http_host, self.config.http_port)
         return int(port)

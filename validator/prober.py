@@ -767,5 +767,5 @@ class EpochProber:
         key = (provider or b"", reason)
         if key not in self._logged:
             self._logged.add(key)
-            log.info(reason, epoch=self._epoch,
-                     provider=provider.hex()[:16] if provider else None, count=count)
+            log.info(reason, epoch=self._epoch, provider=provider or None,  # base58 in logs
+                     count=count)

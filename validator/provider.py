@@ -19,8 +19,9 @@ limits are ``validator.probe_access``'s. Everything a remote peer sends is bound
 sizes, requests per stream, sessions per caller and epoch, token lifetime and read deadline,
 data connections with eviction of those that never authenticate, stream durations) and what
 is refused is counted in ``ProbeService.dropped`` by reason (``statistics()``), logged once
-per reason; none of it stops the agent. Operator mistakes (key
-file, payout, coordinates, ports) raise ``ProviderConfigError`` before anything is served.
+per reason, and kept in ``--status-file`` as JSON if given; none of it stops the agent.
+Operator mistakes (key file, payout, coordinates, ports) raise ``ProviderConfigError`` before
+anything is served.
 
 Cheating providers for the adversarial tests subclass ``ProbeService`` in tests/, overriding
 ``heartbeat_signature``, ``send_down`` or ``receive_up``; nothing here knows about them.
@@ -29,7 +30,9 @@ Cheating providers for the adversarial tests subclass ``ProbeService`` in tests/
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
 import secrets
 import socket
 import time
@@ -49,6 +52,7 @@ from proofs.errors import DecodeError
 from proofs.messages import MAX_REGISTRATION_BYTES, MAX_TEXT, Registration
 from proofs.signing import public_key
 from validator import keys
+from validator.addresses import provider_announce_problem
 from validator.probe_access import AccessOptions, Admission, ProbeGate, Role
 from validator.spec import NetworkSpec
 
@@ -83,8 +87,10 @@ class ProviderConfigError(Exception):
 class ProviderOptions:
     key_path: Path
     listen: str = "/ip4/127.0.0.1/tcp/0"
-    data_host: str = "127.0.0.1"
+    data_host: str = "127.0.0.1"  # bound
     data_port: int = 0
+    data_announce: str = ""  # the data host the registration names; "": data_host
+    announce: tuple[str, ...] = ()  # control multiaddrs peers dial; (): what listen bound
     payout: str | None = None  # base58 Solana address; default: the provider key itself
     region: str = ""
     lat: float = 0.0
@@ -94,6 +100,7 @@ class ProviderOptions:
     rpc_url: str = ""  # Solana JSON-RPC for claims; default: the validator's /network rpc_url
     allow_probe: tuple[str, ...] = ()  # peer ids probed like validators (``validator probe``)
     public_probe_bytes: int = 0  # bytes per epoch for anyone else's probes together; 0: none
+    status_file: Path | None = None  # where ``write_status`` keeps statistics() as JSON
 
 
 # -- operator input ----------------------------------------------------------------------------
@@ -138,18 +145,27 @@ def build_registration(seed: bytes, network_id: str, options: ProviderOptions, m
     key = public_key(seed)
     if len(options.region) > 64:
         raise ProviderConfigError(f"--region {options.region!r}: at most 64 characters")
-    for text, what in ((multiaddr, "listen multiaddr"), (options.data_host, "--data-host")):
+    data_host = options.data_announce or options.data_host
+    for text, what in ((multiaddr, "control multiaddr"), (data_host, "--data-announce / --data-host")):
         if len(text) > MAX_TEXT:
             raise ProviderConfigError(f"{what} is longer than {MAX_TEXT} characters")
     registration = Registration(
         network_id=network_id, provider=key, payout=parse_payout(options.payout, key),
         region=options.region, lat_microdeg=microdegrees(options.lat, 90, "lat"),
         lon_microdeg=microdegrees(options.lon, 180, "lon"), multiaddr=multiaddr,
-        data_host=options.data_host, data_port=data_port, issued_at=issued_at,
+        data_host=data_host, data_port=data_port, issued_at=issued_at,
     ).signed_by(seed)
     if len(registration.encode()) > MAX_REGISTRATION_BYTES:
         raise ProviderConfigError("registration exceeds its size limit: shorten --region")
     return registration
+
+
+def announced_multiaddr(options: ProviderOptions, bound: str, peer_id: str) -> str:
+    """The registration's control multiaddr: the first ``--announce`` (with our /p2p id),
+    else the bound one (which already carries it)."""
+    if not options.announce:
+        return bound
+    return "/".join(options.announce[0].split("/")[:5]) + f"/p2p/{peer_id}"
 
 
 def open_data_listener(host: str, port: int) -> trio.SocketListener:
@@ -612,6 +628,29 @@ class AutoClaimer:
 
 
 # -- the agent ---------------------------------------------------------------------------------
+STATUS_PERIOD_SECONDS = 1.0
+
+
+async def write_status(service: ProbeService, path: Path, now: Callable[[], float],
+                       period: float = STATUS_PERIOD_SECONDS) -> None:
+    """Every ``period`` s, ``path`` := ``{"written_at", "statistics"}`` as JSON (what the agent
+    refused, by reason, readable without parsing logs); renamed into place, never half a file.
+    An unwritable path is logged once."""
+    temporary = path.with_name(path.name + ".tmp")
+    failed = False
+    while True:
+        body = json.dumps({"written_at": now(), "statistics": service.statistics()},
+                          sort_keys=True)
+        try:
+            temporary.write_text(body + "\n")
+            os.replace(temporary, path)
+        except OSError as error:
+            if not failed:
+                log.warning("status_file_unwritable", path=str(path), error=str(error))
+            failed = True
+        await trio.sleep(period)
+
+
 HostOpener = Callable[..., AbstractAsyncContextManager[Transport]]
 
 
@@ -645,16 +684,21 @@ async def run_provider(options: ProviderOptions, spec: NetworkSpec, *,
         from p2p.host import open_libp2p_host
 
         open_host = open_libp2p_host
+    problem = provider_announce_problem(options.listen, options.announce, options.data_host,
+                                        options.data_announce)
+    if problem is not None:
+        raise ProviderConfigError(problem)
     bootstrap: Sequence[str] = [a for v in spec.validators for a in v.addrs]
     listener = open_data_listener(options.data_host, options.data_port)
+    announce = {"announce": options.announce} if options.announce else {}  # identify's addrs
     try:
-        async with open_host(seed, options.listen, bootstrap=bootstrap) as transport:
+        async with open_host(seed, options.listen, bootstrap=bootstrap, **announce) as transport:
             addrs = transport.listen_addrs()
             if not addrs:  # an injected transport may not listen; p2p.host raises instead
                 raise ProviderConfigError(
                     f"cannot listen on {options.listen} (address in use?); choose another "
                     "port in --listen or stop the process using it")
-            multiaddr = addrs[0]
+            multiaddr = announced_multiaddr(options, addrs[0], transport.peer_id)
             data_port = listener.socket.getsockname()[1]
             access = AccessOptions(frozenset(options.allow_probe), options.public_probe_bytes)
             service = service_factory(seed, spec, access=access, now=now)
@@ -674,6 +718,8 @@ async def run_provider(options: ProviderOptions, spec: NetworkSpec, *,
                                    adopt, now)
                 if claimer is not None:
                     nursery.start_soon(claimer.run, name="auto_claim")
+                if options.status_file is not None:
+                    nursery.start_soon(write_status, service, options.status_file, now)
                 log.info("provider_serving", multiaddr=multiaddr, data_port=data_port,
                          auto_claim=claimer is not None)
                 task_status.started(multiaddr)

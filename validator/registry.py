@@ -8,7 +8,8 @@ provider set a leader proposes. Pure and synchronous like the core that uses it:
 Anyone can sign a registration, so everything here is bounded:
 
 - gossip admission (``precheck`` before the signature is checked, ``admit`` after): the
-  allow-list; a per-key interval between versions, both in what they claim (``issued_at`` at
+  allow-list; what it announces (``validator.addresses``: no unspecified control or data
+  host, no loopback one outside a loopback devnet); a per-key interval between versions, both in what they claim (``issued_at`` at
   least ``registration_interval`` after the live one; older and same-time versions are
   dropped) and in when they arrive (one admitted per interval of our clock, so back-dated
   versions cannot come in a burst); no ``issued_at`` in the future; at most
@@ -30,6 +31,7 @@ from collections.abc import Iterable
 
 from proofs.messages import MAX_PROVIDERS, Registration
 from proofs.signing import sha256
+from validator.addresses import is_loopback_devnet, registration_refusal
 from validator.spec import NetworkSpec
 
 MAX_FUTURE_SECONDS = 30  # clock skew allowed to a registration's issued_at
@@ -49,6 +51,7 @@ class Registry:
         self._new_epoch = -2
         self._new_count = 0
         self._admitted_at: dict[bytes, float] = {}  # provider -> when gossip last added one
+        self._devnet = is_loopback_devnet(spec)  # loopback announces are fine only there
 
     def __len__(self) -> int:
         return len(self.by_hash)
@@ -61,6 +64,9 @@ class Registry:
         rule = self.spec.registration
         if not rule.admits(reg.provider):
             return "not_allowed"
+        announced = registration_refusal(reg.multiaddr, reg.data_host, self._devnet)
+        if announced is not None:
+            return announced  # announce_unspecified / announce_loopback: nobody could dial it
         if now is not None:
             if reg.issued_at > now + MAX_FUTURE_SECONDS:
                 return "from_future"

@@ -17,6 +17,7 @@ import base58
 import msgpack
 
 from proofs.signing import sha256
+from validator.addresses import spec_addrs_problem
 
 
 class SpecError(Exception):
@@ -328,6 +329,9 @@ def spec_from_dict(data: Any) -> NetworkSpec:
         raise SpecError("validators: a signing key appears twice")
     if len({v.identity for v in validators}) != len(validators):
         raise SpecError("validators: an identity appears twice")
+    problem = spec_addrs_problem(validators)  # an unspecified or stray loopback announce
+    if problem is not None:
+        raise SpecError(problem)
     rw = _Fields(top.get("rewards", dict, {}), "rewards")
     demand = rw.get("region_demand_milli", dict, {})
     if not all(isinstance(k, str) and isinstance(x, int) and x >= 0 for k, x in demand.items()):

@@ -4,7 +4,9 @@ Owns the tables below; ``chain_posts`` belongs to ``validator.chain_ledger.Chain
 and shares the file. Every write is one transaction with ``synchronous=FULL``, so what a
 call returned having written survives a SIGKILL. The slashing-protection rule lives here,
 in the schema: one signed header hash per epoch (PRIMARY KEY), checked and written before a
-signature leaves the process.
+signature leaves the process, and nothing at or below the highest epoch of an imported
+history but what it holds (``meta``'s slashing floor). ``meta`` also names the network
+(config_digest) the file belongs to (``claim_network``).
 
 Registrations arrive from anyone, so they are written in batches (``put_registrations``,
 ``drop_registration_versions``), by ``RegistrationWriter`` on its own connection from a
@@ -38,10 +40,14 @@ CREATE TABLE IF NOT EXISTS bundles (
     received_at REAL NOT NULL, PRIMARY KEY (epoch, validator, hash));
 CREATE TABLE IF NOT EXISTS signed_headers (
     epoch INTEGER PRIMARY KEY, header_hash BLOB NOT NULL, signed_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS final_reports (
     epoch INTEGER PRIMARY KEY, header BLOB NOT NULL, header_hash BLOB NOT NULL,
     signatures BLOB NOT NULL, records BLOB NOT NULL, bundle_hashes BLOB NOT NULL,
     finalized_at REAL NOT NULL, provider_set BLOB NOT NULL DEFAULT x'');
+CREATE TABLE IF NOT EXISTS votes (
+    epoch INTEGER NOT NULL, round INTEGER NOT NULL, kind INTEGER NOT NULL,
+    header_hash BLOB NOT NULL, data BLOB NOT NULL, PRIMARY KEY (epoch, round, kind));
 CREATE TABLE IF NOT EXISTS evidence (
     kind TEXT NOT NULL, epoch INTEGER NOT NULL, offender BLOB NOT NULL,
     first BLOB NOT NULL, second BLOB NOT NULL, recorded_at REAL NOT NULL,
@@ -53,8 +59,27 @@ class StoreError(Exception):
     """Our misuse of the store (a bug), or a disk we cannot write."""
 
 
+class VoteRefused(StoreError):
+    """This validator already cast a different vote in that epoch, attempt and kind."""
+
+
 class SlashingRefused(StoreError):
-    """This validator already signed a different header for that epoch."""
+    """This validator already signed a different header for that epoch, or the epoch is at
+    or below the highest one of an imported slashing history (``import_signed_headers``)."""
+
+
+class NetworkMismatch(StoreError):
+    """The file holds the state of another network (another config_digest)."""
+
+    def __init__(self, stored: bytes, expected: bytes) -> None:
+        super().__init__(f"the store belongs to config_digest {stored.hex()}, "
+                         f"not {expected.hex()}")
+        self.stored = stored
+        self.expected = expected
+
+
+# meta keys: the network the file belongs to; the highest epoch of any imported history
+META_DIGEST, META_SLASHING_FLOOR = "config_digest", "slashing_floor"
 
 
 @dataclass(frozen=True)
@@ -172,8 +197,10 @@ class Store:
     def record_signed_header(self, epoch: int, header_hash: bytes) -> None:
         """Durably note that we sign ``header_hash`` for ``epoch``.
 
-        Idempotent for the same hash; raises SlashingRefused for a different one. Call this
-        and let it return before the signature is published.
+        Idempotent for the same hash; raises SlashingRefused for a different one, and for
+        any header of an epoch at or below the slashing floor (the highest epoch of an
+        imported history: what the key signed elsewhere is known only that far) that is not
+        the one stored for it. Call this and let it return before the signature is published.
         """
         with self._tx():
             row = self._conn.execute("SELECT header_hash FROM signed_headers WHERE epoch = ?",
@@ -182,11 +209,97 @@ class Store:
                 if row[0] != header_hash:
                     raise SlashingRefused(f"epoch {epoch}: already signed {row[0].hex()}")
                 return
+            floor = self.slashing_floor()
+            if floor is not None and epoch <= floor:
+                raise SlashingRefused(f"epoch {epoch}: at or below epoch {floor}, the highest "
+                                      f"of an imported slashing history")
             self._conn.execute("INSERT INTO signed_headers VALUES (?, ?, ?)",
                                (epoch, header_hash, time.time()))
 
+    def record_vote(self, epoch: int, round_: int, kind: int, header_hash: bytes,
+                    data: bytes) -> None:
+        """Durably note our agreement vote (``data``: the signed vote) before it is
+        published. Idempotent for the same header; VoteRefused for another one."""
+        with self._tx():
+            row = self._conn.execute(
+                "SELECT header_hash FROM votes WHERE epoch = ? AND round = ? AND kind = ?",
+                (epoch, round_, kind)).fetchone()
+            if row is not None:
+                if row[0] != header_hash:
+                    raise VoteRefused(f"epoch {epoch} attempt {round_} kind {kind}: "
+                                      f"already voted {row[0].hex()}")
+                return
+            self._conn.execute("INSERT INTO votes VALUES (?, ?, ?, ?, ?)",
+                               (epoch, round_, kind, header_hash, data))
+
+    def votes_since(self, epoch: int) -> list[bytes]:
+        return [r[0] for r in self._conn.execute(
+            "SELECT data FROM votes WHERE epoch >= ? ORDER BY epoch, round, kind", (epoch,))]
+
     def signed_headers(self) -> dict[int, bytes]:
         return dict(self._conn.execute("SELECT epoch, header_hash FROM signed_headers"))
+
+    def import_signed_headers(self, rows: Iterable[tuple[int, bytes]]) -> tuple[int, int, int]:
+        """Merge a slashing history signed elsewhere with this key, in one transaction:
+        epochs we hold no row for get the imported one; a stored row is never replaced, even
+        by a different hash (that epoch stays locked on what we hold). The slashing floor
+        rises to the highest imported epoch. Returns (added, already stored, conflicting)."""
+        added = same = conflicting = 0
+        with self._tx():
+            highest = -1
+            for epoch, header_hash in rows:
+                highest = max(highest, epoch)
+                row = self._conn.execute(
+                    "SELECT header_hash FROM signed_headers WHERE epoch = ?", (epoch,)).fetchone()
+                if row is None:
+                    self._conn.execute("INSERT INTO signed_headers VALUES (?, ?, ?)",
+                                       (epoch, header_hash, time.time()))
+                    added += 1
+                elif row[0] == header_hash:
+                    same += 1
+                else:
+                    conflicting += 1
+            floor = self.slashing_floor()
+            if highest >= 0 and (floor is None or highest > floor):
+                self._put_meta(META_SLASHING_FLOOR, str(highest).encode())
+        return added, same, conflicting
+
+    def slashing_floor(self) -> int | None:
+        """The highest epoch of any imported slashing history, or None."""
+        value = self._meta(META_SLASHING_FLOOR)
+        return None if value is None else int(value)
+
+    # -- the network this file belongs to ----------------------------------------------
+    def network_digest(self) -> bytes | None:
+        """The config_digest this file was claimed for; for a file from before the meta
+        table, the one in its latest final report's header (bytes 8..40); None if neither."""
+        value = self._meta(META_DIGEST)
+        if value is not None:
+            return value
+        row = self._conn.execute(
+            "SELECT header FROM final_reports ORDER BY epoch DESC LIMIT 1").fetchone()
+        return bytes(row[0][8:40]) if row is not None and len(row[0]) >= 40 else None
+
+    def claim_network(self, config_digest: bytes) -> None:
+        """Record that this file belongs to ``config_digest``; raises NetworkMismatch if it
+        belongs to another network (its reports and signed headers are another's)."""
+        with self._tx():
+            stored = self.network_digest()
+            if stored is not None and stored != config_digest:
+                raise NetworkMismatch(stored, config_digest)
+            if self._meta(META_DIGEST) is None:
+                self._put_meta(META_DIGEST, config_digest)
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the main file (before the file is moved or copied alone)."""
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _meta(self, key: str) -> bytes | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _put_meta(self, key: str, value: bytes) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # -- final reports -----------------------------------------------------------------
     def put_final(self, final: StoredFinal) -> bool:

@@ -39,9 +39,10 @@ from proofs import probe as wire
 from proofs.challenges import SEED_SIZE
 from proofs.messages import Registration
 from proofs.report import Flag
+from tests.adversarial.devnet_attacker import call, reflecting, throwaway, victim
 from tests.factories import make_spec, seed_for, with_prober
 from validator.data_policy import DataPolicy
-from validator.prober import (Control, EpochProber, ProbeResult, ProbeTarget, check_heartbeat,
+from validator.prober import (EpochProber, ProbeResult, ProbeTarget, check_heartbeat,
                               discover_target, probe_provider)
 from validator.provider import (MAX_DATA_CONNECTIONS, ProbeService, ProviderOptions,
                                 run_provider)
@@ -106,36 +107,6 @@ def assert_measured(result: ProbeResult) -> None:
     assert result.heartbeat_ok, result
     assert result.flags == 0 and result.problems == (), result
     assert result.down_kbps > 0 and result.up_kbps > 0, result
-
-
-@asynccontextmanager
-async def throwaway(count: int) -> AsyncIterator[list[Transport]]:
-    """``count`` libp2p hosts with fresh random identities (peer ids nobody knows)."""
-    async with trio.open_nursery() as nursery:
-        hosts: list[Transport] = []
-        done = trio.Event()
-
-        async def one(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            async with open_libp2p_host(secrets.token_bytes(32), LOCAL) as host:
-                hosts.append(host)
-                task_status.started()
-                await done.wait()
-
-        for _ in range(count):
-            await nursery.start(one)
-        yield hosts
-        done.set()
-
-
-async def call(host: Transport, target: ProbeTarget, request: wire.Request) -> wire.Response:
-    """One request on a fresh control stream, the reply as it came (ErrorReply included)."""
-    with trio.fail_after(10):
-        control = await Control.open(host, target)
-        try:
-            await control.stream.write_frame(request.encode())
-            return wire.decode_response(await control.stream.read_frame(wire.MAX_RESPONSE_BYTES))
-        finally:
-            await control.aclose()
 
 
 def stats(w: World) -> dict[str, int]:
@@ -311,35 +282,6 @@ async def test_foreign_heartbeats_are_refused(tmp_path: Path) -> None:
 
 
 # -- the data plane is where the provider is -----------------------------------------------------
-@asynccontextmanager
-async def victim(host: str) -> AsyncIterator[tuple[int, list[bytes]]]:
-    """A TCP listener on ``host`` that records every connection's bytes: (port, records)."""
-    listeners = await trio.open_tcp_listeners(0, host=host)
-    port = listeners[0].socket.getsockname()[1]
-    records: list[bytes] = []
-
-    async def handler(stream: trio.SocketStream) -> None:
-        data = b""
-        with trio.move_on_after(2):
-            try:
-                while chunk := await stream.receive_some(65536):
-                    data += chunk
-            except trio.BrokenResourceError:
-                pass
-        records.append(data)
-
-    async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, handler, listeners)
-        yield port, records
-        nursery.cancel_scope.cancel()
-
-
-def reflecting(w: World, host: str, port: int) -> Registration:
-    """The agent's registration re-signed by its key with another data host and port."""
-    return replace(w.registration, data_host=host, data_port=port,
-                   signature=b"").signed_by(w.provider_seed)
-
-
 async def one_epoch(w: World, registration: Registration) -> tuple[Any, dict[str, int]]:
     """Validator 0 probes ``registration`` for three seconds of epoch EPOCH (its throughput
     probe starts at once); its observation and drops."""
@@ -359,7 +301,8 @@ async def test_a_data_host_that_is_not_the_provider_gets_nothing(tmp_path: Path)
     of the provider are unaffected."""
     with trio.fail_after(40):
         async with world(tmp_path) as w, victim("127.0.0.2") as (port, records):
-            observation, dropped = await one_epoch(w, reflecting(w, "127.0.0.2", port))
+            observation, dropped = await one_epoch(
+                w, reflecting(w.registration, w.provider_seed, "127.0.0.2", port))
             assert dropped == {"throughput_data_host_not_observed": 1}
             assert observation.flags == Flag.DATA_PORT_UNREACHABLE
             assert observation.down_kbps == observation.up_kbps == 0
@@ -376,7 +319,8 @@ async def test_a_private_data_host_outside_a_devnet_gets_nothing(tmp_path: Path)
     with trio.fail_after(40):
         async with world(tmp_path, devnet=False) as w, victim("127.0.0.1") as (port, records):
             assert DataPolicy.for_spec(w.spec).allowed == frozenset()
-            observation, dropped = await one_epoch(w, reflecting(w, "127.0.0.1", port))
+            observation, dropped = await one_epoch(
+                w, reflecting(w.registration, w.provider_seed, "127.0.0.1", port))
             assert dropped == {"throughput_data_host_loopback": 1}
             assert observation.flags == Flag.DATA_PORT_UNREACHABLE
             assert observation.heartbeats_ok == observation.heartbeats_sent >= 1

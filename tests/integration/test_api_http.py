@@ -34,6 +34,7 @@ from validator.api import make_app, start_api
 from validator.chain import ChainLedger
 from validator.spec import NetworkSpec
 from validator.store import Store, StoredFinal
+from validator.telemetry import NodeTelemetry
 
 FINAL_EPOCHS = (1, 2, 3, 5)
 
@@ -145,10 +146,11 @@ class Server:
     """``start_api`` on its own asyncio loop in a thread, like the node's bridge."""
 
     def __init__(self, db: Path, spec: NetworkSpec,
-                 status: Callable[[], Mapping[str, Any]]) -> None:
+                 status: Callable[[], Mapping[str, Any]], **app_options: Any) -> None:
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
+        self._app_options = app_options  # make_app's keyword arguments
         self._thread = threading.Thread(target=self._run, args=(db, spec, status), daemon=True)
         self._thread.start()
         assert self._ready.wait(10), "server did not start"
@@ -156,7 +158,7 @@ class Server:
     def _run(self, db: Path, spec: NetworkSpec, status: Callable[[], Mapping[str, Any]]) -> None:
         asyncio.set_event_loop(self._loop)
         runner, self.port = self._loop.run_until_complete(
-            start_api(make_app(db, spec, status), "127.0.0.1", 0))
+            start_api(make_app(db, spec, status, **self._app_options), "127.0.0.1", 0))
         self._ready.set()
         self._loop.run_forever()
         self._loop.run_until_complete(runner.cleanup())
@@ -264,8 +266,25 @@ def test_network_is_the_spec_with_derived_values(world: World, port: int) -> Non
     assert all({"identity", "region", "name"} <= set(v) for v in body["validators"])
 
 
-def test_healthz(port: int) -> None:
-    assert get(port, "/healthz") == {"ok": True}
+def test_healthz(world: World, port: int, tmp_path: Path) -> None:
+    # The world's snapshot holds no final epoch at epoch 6, and no peer counts.
+    reply = request(port, "/healthz")
+    assert reply.status == 503 and reply.headers["content-type"] == "application/json"
+    body = reply.json()
+    assert body["checks"] == {"sync": False, "peers": False, "chain": True, "store": True}
+    assert [r.split(":")[0] for r in body["reasons"]] == ["sync", "peers"]
+    # In sync, with three validator peers: healthy (validator.health has the rules).
+    Store(tmp_path / "v.sqlite").close()
+    synced = Server(tmp_path / "v.sqlite", world.spec,
+                    lambda: {"epoch": 6, "last_final_epoch": 5},
+                    telemetry=lambda: NodeTelemetry({"validators": 3}, 0, {}, None, None))
+    try:
+        assert get(synced.port, "/healthz") == {
+            "ok": True, "checks": {"sync": True, "peers": True, "chain": True, "store": True},
+            "reasons": [], "epoch": 6, "last_final_epoch": 5, "validator_peers": 3,
+            "validator_peers_needed": 2, "chain_failing_since": None}
+    finally:
+        synced.stop()
 
 
 def test_epochs_list_newest_first_with_chain_state(port: int) -> None:
@@ -443,7 +462,7 @@ HOSTILE = [
     "/providers?limit=0", "/providers?limit=99999999", "/providers?after=0OIl",
     "/providers?after=", "/providers?after=" + "1" * 44, "/providers?after=%00",
     # elsewhere
-    "/", "/nope", "/status/", "/status/x", "/STATUS", "/network/1", "/healthz/",
+    "/nope", "/status/", "/status/x", "/STATUS", "/network/1", "/healthz/",
     "/..%2f..%2fetc%2fpasswd", "/%2e%2e/%2e%2e/etc/passwd", "/epochs/../../etc/passwd",
     "/" + "a" * 20_000, "/epochs/" + "%41" * 5_000, "/status%00",
 ]
@@ -460,7 +479,7 @@ def test_hostile_paths_get_json_4xx(port: int, path: str) -> None:
 
 
 def test_ignored_query_strings_do_not_break_good_paths(port: int) -> None:
-    for path in ("/status?x=1", "/healthz?%ff=%00", "/epochs/5?" + "q" * 5_000,
+    for path in ("/status?x=1", "/metrics?%ff=%00", "/epochs/5?" + "q" * 5_000,
                  "/network?limit=abc"):
         assert request(port, path).status == 200, path
 
@@ -518,9 +537,11 @@ def test_empty_store_and_missing_file(tmp_path: Path) -> None:
     try:
         # no file yet: the store is not readable, which is not the client's fault
         reply = request(server.port, "/healthz")
-        assert reply.status == 503 and reply.json() == {"error": "database unavailable"}
+        assert reply.status == 503 and reply.json()["checks"]["store"] is False
+        assert reply.json()["reasons"][-1].startswith("store: database unavailable")
         Store(db).close()
-        assert get(server.port, "/healthz") == {"ok": True}
+        reply = request(server.port, "/healthz")  # still 503: no epoch in the snapshot
+        assert reply.status == 503 and reply.json()["checks"]["store"] is True
         reply = request(server.port, "/epochs/latest")
         assert reply.status == 404 and reply.json() == {"error": "no final report yet"}
         assert get(server.port, "/epochs") == [] and get(server.port, "/providers") == []

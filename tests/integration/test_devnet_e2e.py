@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -90,29 +92,33 @@ def posted_latest(urls: list[str], min_epoch: int = 0) -> dict | None:
     return reports[0]
 
 
-@pytest.fixture
-def devnet(tmp_path: Path):  # noqa: ANN201
-    base = free_port_block(1 + 2 * N_VALIDATORS + 12)
-    data = tmp_path / "net"
+@contextmanager
+def devnet_process(data: Path, *, validators: int = N_VALIDATORS, providers: int = 6,
+                   epoch_seconds: int = EPOCH_SECONDS, extra: Sequence[str] = ()
+                   ) -> Iterator[tuple[subprocess.Popen, list[str], str]]:
+    """``validator devnet`` in ``data`` on a free block of ports, once it printed every
+    validator's URL: (the supervisor process, the URLs, the local chain's RPC URL). Stopped
+    with SIGINT (Ctrl-C) at the end, if still running. ``extra``: more devnet arguments."""
+    base = free_port_block(1 + 2 * validators + 2 * providers)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "validator.cli", "devnet", "--validators", str(N_VALIDATORS),
-         "--providers", "6", "--epoch-seconds", str(EPOCH_SECONDS), "--base-port", str(base),
-         "--data-dir", str(data)],
+        [sys.executable, "-m", "validator.cli", "devnet", "--validators", str(validators),
+         "--providers", str(providers), "--epoch-seconds", str(epoch_seconds),
+         "--base-port", str(base), "--data-dir", str(data), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     urls: list[str] = []
     lines: list[str] = []
     deadline = time.time() + 120
     assert proc.stdout is not None
-    while len(urls) < N_VALIDATORS and time.time() < deadline:
+    while len(urls) < validators and time.time() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
         lines.append(line)
         if line.startswith("validator "):
             urls.append(line.split()[-1])
-    assert len(urls) == N_VALIDATORS, "".join(lines)
+    assert len(urls) == validators, "".join(lines)
     try:
-        yield proc, urls, data, f"http://127.0.0.1:{base}"
+        yield proc, urls, f"http://127.0.0.1:{base}"
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -120,6 +126,13 @@ def devnet(tmp_path: Path):  # noqa: ANN201
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@pytest.fixture
+def devnet(tmp_path: Path):  # noqa: ANN201
+    data = tmp_path / "net"
+    with devnet_process(data) as (proc, urls, rpc_url):
+        yield proc, urls, data, rpc_url
 
 
 def test_devnet_reports_survive_a_validator_restart(devnet) -> None:  # noqa: ANN001

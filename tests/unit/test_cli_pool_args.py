@@ -152,7 +152,7 @@ def test_provide_auto_claim_flags_and_defaults() -> None:
 
 @pytest.mark.parametrize("argv, needle", [
     (("--auto-claim",), "needs --validator"),
-    (("--validator", "http://v"), "add --auto-claim"),
+    (("--rpc-url", "http://r"), "add --auto-claim"),
     (("--auto-claim", "--validator", "v:8001"), "http(s) URL"),
     (("--auto-claim", "--validator", "http://v", "--rpc-url", "x"), "--rpc-url"),
 ])

@@ -260,8 +260,10 @@ def test_network_is_the_spec_with_derived_values(world: World, port: int) -> Non
     assert [v["signing_key"] for v in body["validators"]] == \
         [b58(public_key(s)) for s in world.seeds]
     assert {k: v for k, v in body.items() if k not in ("n", "f", "threshold",
-                                                       "config_digest", "pool")} == \
+                                                       "config_digest", "pool",
+                                                       "weight_formula")} == \
         json.loads(json.dumps(world.spec.to_dict()))
+    assert "min(down_kbps, 100000)" in body["weight_formula"]["expression"]
     assert body["pool"] is None  # the spec names no pool (tests/integration/test_api_pool.py)
     assert all({"identity", "region", "name"} <= set(v) for v in body["validators"])
 

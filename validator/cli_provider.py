@@ -171,11 +171,15 @@ def cmd_provide(args: argparse.Namespace) -> int:
                                   status_file=Path(args.status_file) if args.status_file
                                   else None)
         parse_payout(options.payout, bytes(32))  # fail before touching the network
+        provider = _provider_key_b58(options.key_path)
     except (SpecError, ProviderConfigError, _Usage) as error:
         return _usage("provide", error, args)
     _configure_logging(args)
+    import structlog
+
+    structlog.contextvars.bind_contextvars(provider=provider)  # on every line from here on
     try:
-        signal_name = trio.run(_provide, options, spec)
+        signal_name = trio.run(_provide, options, spec, provider)
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return EXIT_OK
     except BaseException as error:
@@ -217,17 +221,19 @@ def _check_auto_claim(args: argparse.Namespace) -> None:
                 raise _Usage(f"{flag} {text!r}: expected an http(s) URL such as http://127.0.0.1:8001")
 
 
-async def _provide(options: Any, spec: NetworkSpec) -> str:
-    """Serve until SIGINT or SIGTERM (returns its name); print the ready lines once serving.
-    The provider key is bound first, so every log line of every task carries it."""
+def _provider_key_b58(path: Path) -> str:
+    """The agent's key (the file is created if missing, as the agent does) in base58."""
     import base58
-    import structlog
 
     from proofs.signing import public_key
-    from validator.provider import load_or_create_key, run_provider
+    from validator.provider import load_or_create_key
 
-    provider = base58.b58encode(public_key(load_or_create_key(options.key_path))).decode()
-    structlog.contextvars.bind_contextvars(provider=provider)
+    return base58.b58encode(public_key(load_or_create_key(path))).decode()
+
+
+async def _provide(options: Any, spec: NetworkSpec, provider: str) -> str:
+    """Serve until SIGINT or SIGTERM (returns its name); print the ready lines once serving."""
+    from validator.provider import run_provider
 
     async def start(nursery: trio.Nursery) -> None:
         multiaddr = await nursery.start(run_provider, options, spec)

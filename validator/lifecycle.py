@@ -21,6 +21,8 @@ from typing import Awaitable, Callable, Sequence
 import structlog
 import trio
 
+from validator.logs import mark_stopping
+
 log = structlog.get_logger("validator.lifecycle")
 
 LONG_RUNNING = frozenset({"join", "provide", "devnet", "localchain"})
@@ -61,12 +63,14 @@ async def run_until_signal(start: Callable[[trio.Nursery], Awaitable[None]]) -> 
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         early = pending_signal()  # read once the receiver is open: nothing falls in between
         if early is not None:
+            mark_stopping()
             log.info("stopping", signal=early, during="start-up")
             return early
         async with trio.open_nursery() as nursery:
             await start(nursery)
             async for signum in signals:
                 name = signal.Signals(signum).name
+                mark_stopping()
                 log.info("stopping", signal=name)
                 nursery.cancel_scope.cancel()
                 return name

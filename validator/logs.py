@@ -22,7 +22,9 @@ is a line per stream.
 Raw 32-byte keys given as ``peer``, ``provider`` and the other key fields below are printed
 in base58, the form the HTTP API uses, so a log line can be pasted into ``/providers/{key}``.
 Uncaught exceptions (main thread, other threads, "exception ignored" at shutdown) are logged
-as one line each.
+as one line each; a library message with a traceback formatted into its text gets the same
+structured ``exception``. Once a process is stopping, py-libp2p's warnings about connections
+it can no longer accept are expected and logged at debug.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import argparse
 import datetime
 import json
 import logging
+import re
 import sys
 import threading
 from typing import Any, MutableMapping
@@ -49,6 +52,10 @@ KEY_FIELDS = frozenset({"peer", "provider", "offender", "validator", "signing_ke
                         "prober"})
 
 _stdout_json = False  # set by configure_logging: whether `emit` writes JSON
+_threshold = logging.INFO  # set by configure_logging: our loggers' level
+_stopping = False  # set by mark_stopping: the process has begun to shut down
+_TRACEBACK_HEAD = "Traceback (most recent call last):"
+_FRAME = re.compile(r'^\s*File "(?P<filename>[^"]*)", line (?P<lineno>\d+), in (?P<name>.*)$')
 
 
 class _CurrentStderr:
@@ -91,6 +98,45 @@ def base58_keys(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]
     return event_dict
 
 
+def structured_traceback_text(_logger: Any, _method: str,
+                              event_dict: MutableMapping[str, Any]) -> Any:
+    """structlog processor: a library that formats a traceback into its message (py-libp2p's
+    swarm does) gets the same one-line form as our exceptions: the message up to the
+    traceback as ``event``, and ``exception`` with the frames and the final exception."""
+    event = event_dict.get("event")
+    if not isinstance(event, str) or _TRACEBACK_HEAD not in event:
+        return event_dict
+    head, _, text = event.partition(_TRACEBACK_HEAD)
+    lines = [line for line in text.splitlines() if line.strip()]
+    frames = [m.groupdict() for m in map(_FRAME.match, lines) if m]
+    for frame in frames:
+        frame["lineno"] = int(frame["lineno"])
+    last = lines[-1].strip() if lines else ""
+    exc_type, _, exc_value = last.partition(": ")
+    event_dict["event"] = head.strip() or "traceback"
+    event_dict["exception"] = [{"exc_type": exc_type, "exc_value": exc_value,
+                                "frames": frames, "from_text": True}]
+    return event_dict
+
+
+class _ShutdownNoise(logging.Filter):
+    """Once the process is stopping, py-libp2p's warnings about connections it can no longer
+    set up ("Cannot schedule task after service has stopped": a peer dialled in while the
+    swarm was closing) are expected: logged at debug, not as warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _stopping and record.name.startswith("libp2p") and record.levelno < logging.ERROR:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return _threshold <= logging.DEBUG
+        return True
+
+
+def mark_stopping() -> None:
+    """The process has begun to shut down (``validator.lifecycle``)."""
+    global _stopping
+    _stopping = True
+
+
 def uses_json(fmt: str) -> bool:
     """Whether logs on stderr are JSON lines for ``fmt`` (see the module docstring)."""
     return fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
@@ -108,18 +154,20 @@ def log_level(level: int | str) -> int:
 def configure_logging(fmt: str = "auto", level: int | str = logging.INFO) -> None:
     """Set up structlog and the standard library's logging for this process (idempotent:
     a second call replaces the first; loggers used before it keep the first settings)."""
-    global _stdout_json
+    global _stdout_json, _threshold
     if fmt not in FORMATS:
         raise ValueError(f"log format {fmt!r}: expected one of {', '.join(FORMATS)}")
     threshold = log_level(level)
     use_json = uses_json(fmt)
     _stdout_json = fmt == "json"
+    _threshold = threshold
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         base58_keys,
+        structured_traceback_text,
     ]
     rendering: list[Any] = (
         [structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
@@ -142,6 +190,7 @@ def configure_logging(fmt: str = "auto", level: int | str = logging.INFO) -> Non
     root.setLevel(max(threshold, LIBRARY_LEVEL))
     for name in OUR_LOGGERS:
         logging.getLogger(name).setLevel(threshold)
+    handler.addFilter(_ShutdownNoise())
     logging.lastResort = handler
     logging.captureWarnings(True)
     _install_hooks()

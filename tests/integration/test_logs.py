@@ -185,6 +185,10 @@ def test_what_nobody_catches_is_one_json_line(tmp_path: Path) -> None:
         "configure_logging('json', 'info')\n"
         "logging.getLogger('libp2p.transport.tcp').warning('Failed to open TCP stream')\n"
         "logging.getLogger('aiohttp.access').error('bad %d', 'format')\n"
+        "import traceback\n"
+        "try:\n    raise LookupError('gone')\nexcept LookupError as e:\n"
+        "    text = ''.join(traceback.format_exception(e))\n"
+        "logging.getLogger('libp2p.network.swarm').warning('add_conn failed: %s', text)\n"
         "warnings.warn('deprecated thing')\n"
         "t = threading.Thread(target=lambda: 1 / 0, name='worker'); t.start(); t.join()\n"
         "raise RuntimeError('a bug')\n")
@@ -196,11 +200,14 @@ def test_what_nobody_catches_is_one_json_line(tmp_path: Path) -> None:
     assert [(e["logger"], e["level"], e["event"]) for e in entries] == [
         ("libp2p.transport.tcp", "warning", "Failed to open TCP stream"),
         ("aiohttp.access", "error", "log_record_unformattable"),
-        ("py.warnings", "warning", entries[2]["event"]),
+        ("libp2p.network.swarm", "warning", "add_conn failed:"),
+        ("py.warnings", "warning", entries[3]["event"]),
         ("validator", "error", "uncaught_exception_in_thread"),
         ("validator", "critical", "uncaught_exception"),
     ]
-    assert "deprecated thing" in entries[2]["event"]
-    assert entries[3]["thread"] == "worker"
-    assert entries[4]["exception"][0]["exc_type"] == "RuntimeError"
+    assert entries[2]["exception"][0]["exc_type"] == "LookupError"  # parsed from the text
+    assert entries[2]["exception"][0]["frames"][0]["name"] == "<module>"
+    assert "deprecated thing" in entries[3]["event"]
+    assert entries[4]["thread"] == "worker"
+    assert entries[5]["exception"][0]["exc_type"] == "RuntimeError"
     assert not any("Traceback" in line for line in lines)

@@ -203,7 +203,7 @@ def _probe_peer_id(text: str) -> str:
 
 def _check_auto_claim(args: argparse.Namespace) -> None:
     """``--auto-claim`` needs ``--validator``; both URLs must be http(s) with a host."""
-    from urllib.parse import urlparse
+    from validator.cli_provider_status import is_http_url
 
     if args.auto_claim and not args.validator:
         raise _Usage("--auto-claim needs --validator URL, a validator's HTTP API "
@@ -211,14 +211,9 @@ def _check_auto_claim(args: argparse.Namespace) -> None:
     if not args.auto_claim and args.rpc_url:
         raise _Usage("--rpc-url is used by --auto-claim only; add --auto-claim")
     for flag, text in (("--validator", args.validator), ("--rpc-url", args.rpc_url)):
-        if text:
-            try:
-                parsed = urlparse(text)
-                ok = parsed.scheme in ("http", "https") and bool(parsed.hostname)
-            except ValueError:
-                ok = False
-            if not ok:
-                raise _Usage(f"{flag} {text!r}: expected an http(s) URL such as http://127.0.0.1:8001")
+        if text and not is_http_url(text):
+            raise _Usage(f"{flag} {text!r}: expected an http(s) URL such as "
+                         "http://127.0.0.1:8001")
 
 
 def _provider_key_b58(path: Path) -> str:

@@ -103,13 +103,17 @@ def _provider_key(text: str | None, key_file: str | None) -> str:
     return text
 
 
-def _validator_url(text: str) -> str:
+def is_http_url(text: str) -> bool:
+    """An http(s) URL with a host (what every ``--validator`` and ``--rpc-url`` must be)."""
     try:
         parsed = urlparse(text)
-        ok = parsed.scheme in ("http", "https") and bool(parsed.hostname)
     except ValueError:
-        ok = False
-    if not ok:
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.hostname)
+
+
+def _validator_url(text: str) -> str:
+    if not is_http_url(text):
         raise _Usage(f"--validator {text!r}: expected a validator's HTTP API URL such as "
                      "http://127.0.0.1:8001")
     return text.rstrip("/")
